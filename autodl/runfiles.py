@@ -1,0 +1,101 @@
+"""The files that ingestion writes and scoring reads: start.txt, end.txt, NAME.predict_k.
+
+start.txt and end.txt are YAML-style `key: value` lines. Timestamps are appended to
+start.txt as `k: <time>` right after test() returns and before NAME.predict_k appears, so a
+prediction file found by scoring always has its time already recorded.
+"""
+import glob
+import os
+import re
+import tempfile
+
+import numpy as np
+
+START_FILE = "start.txt"
+END_FILE = "end.txt"
+
+
+def _write_atomic(path, text):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _parse_lines(path):
+    """key -> value from `key: value` lines; a half-written last line is ignored."""
+    values = {}
+    with open(path) as f:
+        for line in f:
+            if not line.endswith("\n") or ":" not in line:
+                continue
+            key, value = line.split(":", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+def write_start(output_dir, *, pid, task_name, time_budget, start_time, clock_rule):
+    _write_atomic(os.path.join(output_dir, START_FILE),
+                  f"ingestion_pid: {pid}\ntask_name: {task_name}\ntime_budget: {time_budget}\n"
+                  f"start_time: {start_time!r}\nclock_rule: {clock_rule}\n")
+
+
+def append_timestamp(output_dir, k, timestamp):
+    with open(os.path.join(output_dir, START_FILE), "a") as f:
+        f.write(f"{k}: {timestamp!r}\n")
+
+
+def read_start(output_dir):
+    """The start header as a dict, plus 'timestamps': {k: time} of predictions so far."""
+    raw = _parse_lines(os.path.join(output_dir, START_FILE))
+    info = {"ingestion_pid": int(raw["ingestion_pid"]), "task_name": raw["task_name"],
+            "time_budget": float(raw["time_budget"]), "start_time": float(raw["start_time"]),
+            "clock_rule": raw.get("clock_rule", "")}
+    info["timestamps"] = {int(k): float(v) for k, v in raw.items() if k.isdigit()}
+    return info
+
+
+def write_end(output_dir, *, duration, success, end_time, error=None):
+    text = (f"ingestion_duration: {duration:.3f}\ningestion_success: {int(success)}\n"
+            f"end_time: {end_time!r}\n")
+    if error:
+        text += f"error: {' '.join(str(error).split())}\n"
+    _write_atomic(os.path.join(output_dir, END_FILE), text)
+
+
+def read_end(output_dir):
+    """end.txt as a dict, or None while ingestion is still running."""
+    path = os.path.join(output_dir, END_FILE)
+    if not os.path.exists(path):
+        return None
+    raw = _parse_lines(path)
+    return {"ingestion_duration": float(raw.get("ingestion_duration", "nan")),
+            "ingestion_success": raw.get("ingestion_success") == "1",
+            "end_time": float(raw.get("end_time", "nan")), "error": raw.get("error")}
+
+
+def prediction_path(output_dir, task_name, k):
+    return os.path.join(output_dir, f"{task_name}.predict_{k}")
+
+
+def list_predictions(output_dir, task_name):
+    """[(k, path)] of the prediction files present, in k order."""
+    found = []
+    pattern = re.compile(re.escape(task_name) + r"\.predict_(\d+)$")
+    for path in glob.glob(os.path.join(glob.escape(output_dir), f"{glob.escape(task_name)}"
+                                       ".predict_*")):
+        match = pattern.search(os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def write_prediction(path, prediction: np.ndarray):
+    # 9 significant digits keep float32 rankings intact (no ties added by rounding).
+    rows = "\n".join(" ".join(f"{v:.9g}" for v in row) for row in prediction.tolist())
+    _write_atomic(path, rows + "\n")
+
+
+def read_prediction(path) -> np.ndarray:
+    return np.loadtxt(path, dtype=np.float64, ndmin=2)
