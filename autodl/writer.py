@@ -122,7 +122,9 @@ def _write_split(split_path, name, split, xs, ys, *, output_dim, image_format, f
         for k, (x, y) in enumerate(pairs):
             indices = _label_indices(y, output_dim)
             stats.labels.append(indices)
-            payload = _encode_example(first_id + k, x, indices, image_format, quality, stats)
+            # Test records carry no labels: those live in NAME.solution alone.
+            payload = _encode_example(first_id + k, x, indices if split == "train" else [],
+                                      image_format, quality, stats)
             # Round-robin sharding: interleaved reading gives back the written order.
             files[k % shards].write(frame(payload))
     finally:
