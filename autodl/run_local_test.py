@@ -150,11 +150,11 @@ def run(dataset_dir, code_dir, time_budget, output_dir=DEFAULT_OUTPUT_DIR,
             if ingestion_ended is None and _reap(ingestion, usage):
                 ingestion_ended = time.time()
                 if runfiles.read_end(output_dir) is None:
-                    # It died without a word (a crash, a signal): say so for scoring.
+                    # It ended without a word (stopped at the budget, or a crash): say so.
                     runfiles.write_end(output_dir, duration=float("nan"), success=False,
                                        end_time=time.time(),
-                                       error=f"ingestion died (exit status "
-                                             f"{ingestion.returncode})")
+                                       error=_why_ingestion_ended(output_dir, time_budget,
+                                                                  ingestion.returncode))
             _enforce_budget(output_dir, time_budget, ingestion, scoring)
             bar.update(output_dir, score_dir)
             time.sleep(0.25)
@@ -168,6 +168,14 @@ def run(dataset_dir, code_dir, time_budget, output_dir=DEFAULT_OUTPUT_DIR,
             relay.join(timeout=2.0)
         bar.close()
     return _summarise(output_dir, score_dir, name, time_budget, usage, ingestion_ended)
+
+
+def _why_ingestion_ended(output_dir, time_budget, returncode):
+    if os.path.exists(os.path.join(output_dir, runfiles.START_FILE)):
+        start = runfiles.read_start(output_dir)
+        if time.time() >= start["start_time"] + time_budget:
+            return "time budget reached: ingestion stopped"
+    return f"ingestion died (exit status {returncode})"
 
 
 def _enforce_budget(output_dir, time_budget, ingestion, scoring):

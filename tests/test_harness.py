@@ -1,0 +1,182 @@
+"""End-to-end runs of the harness (ingestion + scoring processes) on tiny datasets."""
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from autodl import layout, run_local_test
+from autodl.records import iter_records
+
+SCRIPTED = os.path.join(os.path.dirname(__file__), "submissions", "scripted")
+# Slack allowed past T: scoring polls each second, then gives SIGTERM 2 s before SIGKILL.
+OVERRUN_LIMIT_S = 4.0
+
+
+def _run(tmp_path, dataset, budget, code_dir=SCRIPTED, **kwargs):
+    return run_local_test.run(dataset, code_dir, budget, output_dir=tmp_path / "out",
+                              score_dir=tmp_path / "scores", progress=False, **kwargs)
+
+
+def _scripted(monkeypatch, behaviour):
+    monkeypatch.setenv("SCRIPTED_BEHAVIOUR", behaviour)
+
+
+def test_good_submission_writes_every_output(tmp_path, tiny_dataset, monkeypatch):
+    _scripted(monkeypatch, "good")
+    summary = _run(tmp_path, tiny_dataset(), 60)
+    assert summary["ingestion_success"] and summary["num_predictions"] == 3
+    assert summary["first_prediction_s"] > 0 and summary["peak_rss_mb"] > 10
+    scores = (tmp_path / "scores" / "scores.txt").read_text()
+    assert scores.startswith("score: ") and "nauc_scores: [" in scores
+    assert "accuracy: [" in scores  # one-hot task
+    png = tmp_path / "scores" / "learning-curve-tiny.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (tmp_path / "scores" / "detailed_results.html").read_text()
+    assert "data:image/png;base64," in html and "refresh" not in html
+    out = sorted(os.listdir(tmp_path / "out"))
+    assert [f for f in out if ".predict_" in f] == [f"tiny.predict_{k}" for k in range(3)]
+    start = (tmp_path / "out" / "start.txt").read_text()
+    assert "clock_rule: 2019-05" in start and "\n2: " in start
+    assert "ingestion_success: 1" in (tmp_path / "out" / "end.txt").read_text()
+
+
+def test_budget_is_enforced_and_predictions_count(tmp_path, tiny_dataset, monkeypatch):
+    _scripted(monkeypatch, "never_done")
+    summary = _run(tmp_path, tiny_dataset(), 5)
+    assert summary["num_predictions"] >= 3
+    assert summary["alc"] != 0 or summary["final_nauc"] == 0  # scored, not dropped
+    assert 0 <= summary["overrun_s"] < OVERRUN_LIMIT_S
+    assert not summary["ingestion_success"]
+    assert "time budget" in summary["error"]
+
+
+def test_submission_sleeping_past_the_budget_is_stopped(tmp_path, tiny_dataset, monkeypatch):
+    _scripted(monkeypatch, "sleep")
+    summary = _run(tmp_path, tiny_dataset(), 5)
+    assert summary["num_predictions"] == 1
+    assert summary["overrun_s"] < OVERRUN_LIMIT_S
+
+
+@pytest.mark.parametrize("behaviour, message, predictions", [
+    ("raise_init", "Model(metadata) raised RuntimeError: scripted failure in __init__", 0),
+    ("raise_train", "train() call 1 raised ValueError: scripted failure in train", 1),
+    ("raise_test", "test() call 1 raised KeyError", 1),
+    ("wrong_shape", "test() call 1 returned shape (30, 4), expected (30, 3)", 1),
+    ("nan", "test() call 1 returned NaN", 1),
+])
+def test_faulty_submissions_are_named_and_earlier_predictions_kept(
+        tmp_path, tiny_dataset, monkeypatch, behaviour, message, predictions):
+    _scripted(monkeypatch, behaviour)
+    summary = _run(tmp_path, tiny_dataset(), 60)
+    assert not summary["ingestion_success"]
+    assert message in summary["error"]
+    assert summary["num_predictions"] == predictions
+    assert summary["overrun_s"] < 0  # ended on its own, well before T
+    if predictions:
+        assert (tmp_path / "scores" / "scores.txt").read_text().count(",") == predictions - 1
+
+
+def test_torchvision_after_tensorflow_does_not_crash(tmp_path, tiny_dataset, monkeypatch):
+    _scripted(monkeypatch, "torch_after_tf")
+    summary = _run(tmp_path, tiny_dataset(), 60)
+    assert summary["ingestion_success"], summary["error"]
+
+
+def test_missing_model_and_zip_submissions(tmp_path, tiny_dataset, monkeypatch):
+    _scripted(monkeypatch, "good")
+    dataset = tiny_dataset()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    summary = _run(tmp_path, dataset, 30, code_dir=empty)
+    assert "no model.py" in summary["error"] and summary["num_predictions"] == 0
+    archive = tmp_path / "submission.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(os.path.join(SCRIPTED, "model.py"), "model.py")
+    summary = _run(tmp_path, dataset, 60, code_dir=archive, clock_rule="2019-12")
+    assert summary["ingestion_success"] and summary["num_predictions"] == 3
+    assert "clock_rule: 2019-12" in (tmp_path / "out" / "start.txt").read_text()
+
+
+def _corrupt(dataset, name):
+    """Ways to break a dataset, each with the message and file the error must name."""
+    data = os.path.join(dataset, f"{name}.data")
+    train = os.path.join(data, "train")
+    record_file = os.path.join(train, f"sample-{name}-train.tfrecord")
+    metadata = os.path.join(train, "metadata.textproto")
+    return {
+        "missing metadata": (lambda: os.remove(metadata), metadata, "metadata file is missing"),
+        "garbled metadata": (lambda: open(metadata, "w").write("sample_count: {{{ nope"),
+                             metadata, "garbled metadata"),
+        "truncated records": (lambda: _truncate(record_file), record_file, "truncated"),
+        "corrupt records": (lambda: _flip_byte(record_file), record_file, "CRC mismatch"),
+        "wrong sample_count": (lambda: _replace(metadata, "sample_count: 60", "sample_count: 61"),
+                               metadata, "sample_count is 61 but the record files hold 60"),
+        "missing solution": (lambda: os.remove(os.path.join(dataset, f"{name}.solution")),
+                             f"{name}.solution", "solution file is missing"),
+        "solution shape": (lambda: np.savetxt(os.path.join(dataset, f"{name}.solution"),
+                                              np.eye(3)[[0, 1]], fmt="%d"),
+                           f"{name}.solution", "2 rows, but the test split has 30"),
+        "two data folders": (lambda: os.makedirs(os.path.join(dataset, "other.data")),
+                             dataset, "2 *.data folders"),
+        "no data folder": (lambda: os.rename(data, data + "_gone"), dataset, "no *.data folder"),
+    }
+
+
+def _truncate(path):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size - 10)
+
+
+def _flip_byte(path):
+    with open(path, "r+b") as f:
+        f.seek(40)
+        byte = f.read(1)
+        f.seek(40)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _replace(path, old, new):
+    with open(path) as f:
+        text = f.read()
+    assert old in text
+    with open(path, "w") as f:
+        f.write(text.replace(old, new))
+
+
+@pytest.mark.parametrize("fault", ["missing metadata", "garbled metadata", "truncated records",
+                                   "corrupt records", "wrong sample_count", "missing solution",
+                                   "solution shape", "two data folders", "no data folder"])
+def test_bad_datasets_get_a_clear_error(tmp_path, tiny_dataset, fault, capsys):
+    dataset = tiny_dataset()
+    breaking, where, message = _corrupt(dataset, "tiny")[fault]
+    breaking()
+    with pytest.raises(layout.DatasetError) as error:
+        run_local_test.check_dataset(dataset)
+    assert message in str(error.value) and where in str(error.value)
+    code = run_local_test.main(["-dataset_dir", dataset, "-code_dir", SCRIPTED,
+                                "-time_budget", "5", "-output_dir", str(tmp_path / "o"),
+                                "-score_dir", str(tmp_path / "s"), "-progress", "false"])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_record_files_are_checked_record_by_record(tmp_path, tiny_dataset):
+    dataset = tiny_dataset()
+    path = os.path.join(dataset, "tiny.data", "test", "sample-tiny-test.tfrecord")
+    assert sum(1 for _ in iter_records(path)) == 30
+
+
+def test_command_line_runner_with_single_and_double_dashes(tmp_path, tiny_dataset):
+    dataset = tiny_dataset()
+    env = dict(os.environ, SCRIPTED_BEHAVIOUR="good")
+    script = os.path.join(os.path.dirname(run_local_test.__file__), "run_local_test.py")
+    result = subprocess.run(
+        [sys.executable, script, f"-dataset_dir={dataset}", f"--code_dir={SCRIPTED}",
+         "-time_budget", "60", f"-output_dir={tmp_path / 'o'}", f"-score_dir={tmp_path / 's'}",
+         "--progress=false"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "[tiny] ALC " in result.stdout and "3 predictions" in result.stdout
+    assert (tmp_path / "o" / "ingestion.log").exists()
