@@ -1,0 +1,239 @@
+"""The benchmark: every dataset of a suite through run_local_test, for each code dir.
+
+    python -m autodl.bench --suite cpu --code_dir autodl/reference_submission --out bench_out
+
+Writes OUT/report.md (a table per dataset, a row per code dir, ratios to the first),
+OUT/curves-DATASET.png (every learning curve of a dataset overlaid) and OUT/results.json
+(every prediction's time and NAUC, to compare later runs). Runs go one at a time locally;
+with --ray ADDRESS each run is a task on an existing Ray cluster (or --ray local).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+from autodl import datasets, run_local_test
+from autodl.report import step_curve
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA_DIR = os.path.join(REPO, "data", "zoo")
+REFERENCE = os.path.join(REPO, "autodl", "reference_submission")
+
+
+@dataclass(frozen=True)
+class Suite:
+    datasets: tuple
+    time_budget: float
+    small: bool = False  # build the few-dozen-record versions (tests)
+
+
+SUITES = {
+    "smoke": Suite(("digits",), 30.0),
+    "tiny": Suite(("digits",), 15.0, small=True),
+    # The 2-core CPU suite: one of each kind (dense, compressed, large, multi-label, video).
+    "cpu": Suite(("munster", "animals", "solar", "mosaic", "moving"), 300.0),
+}
+
+# Environment of each run. Spinning OpenMP threads collapse when anything else is busy
+# (shared/docs/environment.md: 771 -> 168 images/s); passive waiting degrades gracefully.
+RUN_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def run_one(job):
+    """One run (a dict job); returns run_local_test's summary plus the job's fields."""
+    for key, value in RUN_ENV.items():
+        os.environ.setdefault(key, value)
+    started = time.time()
+    try:
+        summary = run_local_test.run(job["dataset_path"], job["code_dir"], job["time_budget"],
+                                     output_dir=os.path.join(job["run_dir"], "predictions"),
+                                     score_dir=os.path.join(job["run_dir"], "scores"),
+                                     clock_rule=job["clock_rule"], progress=False)
+    except Exception as e:  # a broken dataset or harness fault: recorded, the suite goes on
+        summary = {"alc": 0.0, "final_nauc": 0.0, "ingestion_success": False,
+                   "error": f"{type(e).__name__}: {e}", "timestamps": [], "nauc_scores": []}
+    return {**job, **summary, "wall_s": round(time.time() - started, 2)}
+
+
+def _is_crash(run):
+    # Being stopped at the budget is the protocol working, not a crash.
+    return not run["ingestion_success"] and "time budget" not in (run.get("error") or "")
+
+
+def _median_spread(values, fmt):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    text = fmt.format(statistics.median(values))
+    if len(values) > 1:
+        text += f" [{fmt.format(min(values))}, {fmt.format(max(values))}]"
+    return text
+
+
+def table(runs, labels):
+    """Markdown table of one dataset: a row per code dir, medians (min-max) over repeats."""
+    header = ("| code | ALC | ALC ratio | final NAUC | final acc. | first pred. (s) | "
+              "predictions | peak MB | crashes | runs |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    base = None
+    for label in labels:
+        mine = [r for r in runs if r["label"] == label]
+        if not mine:
+            continue
+        alc = statistics.median(r["alc"] for r in mine)
+        base = alc if base is None else base
+        ratio = f"{alc / base:.3f}" if base else "-"
+        peaks = [r.get("peak_rss_mb") for r in mine if r.get("peak_rss_mb") is not None]
+        lines.append(" | ".join([
+            f"| {label}", _median_spread([r["alc"] for r in mine], "{:.4f}"), ratio,
+            _median_spread([r["final_nauc"] for r in mine], "{:.4f}"),
+            _median_spread([r.get("final_accuracy") for r in mine], "{:.4f}"),
+            _median_spread([r.get("first_prediction_s") for r in mine], "{:.1f}"),
+            _median_spread([r.get("num_predictions") for r in mine], "{:.0f}"),
+            f"{max(peaks):.0f}" if peaks else "-",
+            str(sum(_is_crash(r) for r in mine)), f"{len(mine)} |"]))
+    return "\n".join(lines)
+
+
+def curves_png(path, dataset, runs, labels):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, label in enumerate(labels):
+        for n, run in enumerate(r for r in runs if r["label"] == label):
+            xs, ys = step_curve(run["timestamps"], run["nauc_scores"], run["time_budget"])
+            ax.plot(xs, ys, color=colours[index % len(colours)], alpha=0.8,
+                    label=f"{label} (ALC {run['alc']:.4f})" if n == 0 else None)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("transformed time")
+    ax.set_ylabel("score (2 * AUC - 1)")
+    ax.set_title(f"{dataset}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _labels(code_dirs, names):
+    if names:
+        if len(names) != len(code_dirs):
+            raise SystemExit("--label must be given once per --code_dir")
+        return names
+    labels = [os.path.basename(os.path.normpath(c)) for c in code_dirs]
+    return [f"{label}#{i}" if labels.count(label) > 1 else label
+            for i, label in enumerate(labels)]
+
+
+def plan(suite, code_dirs, labels, out_dir, data_dir, time_budget, repeat, clock_rule):
+    """Build what is missing and list the runs: dataset-major, so repeats interleave codes."""
+    jobs = []
+    for name in suite.datasets:
+        result = datasets.build(name, data_dir, small=suite.small, progress=True)
+        print(f"dataset {name}: {'ready' if result.skipped else 'built'} at {result.path}",
+              file=sys.stderr)
+        for rep in range(repeat):
+            for code_dir, label in zip(code_dirs, labels):
+                jobs.append({"dataset": name, "dataset_path": result.path,
+                             "code_dir": os.path.abspath(code_dir), "label": label,
+                             "repeat": rep, "time_budget": time_budget,
+                             "clock_rule": clock_rule,
+                             "run_dir": os.path.join(out_dir, "runs", name, label, str(rep))})
+    return jobs
+
+
+def run_local(jobs):
+    results = []
+    for n, job in enumerate(jobs, 1):
+        print(f"[bench] run {n}/{len(jobs)}: {job['dataset']} x {job['label']} "
+              f"(repeat {job['repeat']})", file=sys.stderr, flush=True)
+        results.append(run_one(job))
+        print(f"[bench]   {run_local_test.format_summary(results[-1])}", file=sys.stderr,
+              flush=True)
+    return results
+
+
+def run_ray(jobs, address, cpus_per_run, gpus_per_run):
+    """Each run a Ray task; nodes must see the repo and the datasets at the same paths."""
+    import ray
+    ray.init(address=None if address == "local" else address,
+             runtime_env={"env_vars": {"PYTHONPATH": REPO, **RUN_ENV}},
+             include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run)(run_one)
+        return ray.get([task.remote(job) for job in jobs])
+    finally:
+        ray.shutdown()
+
+
+def write_outputs(out_dir, suite_name, results, labels):
+    os.makedirs(out_dir, exist_ok=True)
+    sections = [f"# Benchmark `{suite_name}`", "",
+                f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
+                f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M')}.",
+                "Medians over repeats, [min, max] when repeated; ALC ratio is to the first "
+                "code dir.", ""]
+    for dataset in dict.fromkeys(r["dataset"] for r in results):
+        runs = [r for r in results if r["dataset"] == dataset]
+        budget = runs[0]["time_budget"]
+        sections += [f"## {dataset} (T = {budget:g} s)", "", table(runs, labels), ""]
+        errors = sorted({f"{r['label']}: {r['error']}" for r in runs if _is_crash(r)})
+        sections += [f"- crash: {e}" for e in errors] + ([""] if errors else [])
+        curves_png(os.path.join(out_dir, f"curves-{dataset}.png"), dataset, runs, labels)
+    report = "\n".join(sections)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(report)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump({"suite": suite_name, "labels": labels, "machine": {
+            "cpus": os.cpu_count(), "platform": platform.platform()}, "runs": results}, f,
+            indent=1)
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", choices=sorted(SUITES), default="smoke")
+    parser.add_argument("--code_dir", action="append",
+                        help="submission folder or zip; repeat to compare (default: the "
+                             "reference submission)")
+    parser.add_argument("--label", action="append", help="a name per --code_dir")
+    parser.add_argument("--time_budget", type=float, help="seconds (default: the suite's)")
+    parser.add_argument("--datasets", nargs="+", help="override the suite's datasets")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per dataset and code dir")
+    parser.add_argument("--out", default="bench_out", help="output folder")
+    parser.add_argument("--data", default=DEFAULT_DATA_DIR, help="where datasets are built")
+    parser.add_argument("--clock_rule", default="2019-05", help="see run_local_test")
+    parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster ('local' to "
+                        "start one here)")
+    parser.add_argument("--cpus_per_run", type=float, default=2.0)
+    parser.add_argument("--gpus_per_run", type=float, default=0.0)
+    args = parser.parse_args(argv)
+
+    suite = SUITES[args.suite]
+    if args.datasets:
+        suite = Suite(tuple(args.datasets), suite.time_budget, suite.small)
+    code_dirs = args.code_dir or [REFERENCE]
+    labels = _labels(code_dirs, args.label)
+    out_dir = os.path.abspath(args.out)
+    try:
+        jobs = plan(suite, code_dirs, labels, out_dir, args.data,
+                    args.time_budget or suite.time_budget, max(1, args.repeat), args.clock_rule)
+    except datasets.ZooError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    results = (run_ray(jobs, args.ray, args.cpus_per_run, args.gpus_per_run) if args.ray
+               else run_local(jobs))
+    print(write_outputs(out_dir, args.suite, results, labels))
+    return 0 if not any(_is_crash(r) for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
