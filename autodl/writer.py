@@ -116,7 +116,7 @@ def _write_split(split_path, name, split, xs, ys, *, output_dim, image_format, f
              for i in range(shards)]
     stats = _SplitStats()
     try:
-        pairs = zip(xs, ys)
+        pairs = zip(xs, ys, strict=True)  # fewer examples than labels is an error
         if progress:
             pairs = tqdm(pairs, total=total, desc=f"{name}/{split}", unit="rec", leave=False)
         for k, (x, y) in enumerate(pairs):
@@ -197,6 +197,10 @@ def write_dataset(dest, name, train, test, *, output_dim=None, image_format="den
         if label_names:
             with open(os.path.join(work, f"{name}_label.name"), "w") as f:
                 f.write("".join(f"{label}\n" for label in label_names))
+        # mkdtemp folders are private (0700); give the dataset the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(work, 0o777 & ~umask)
         if os.path.exists(dest):
             shutil.rmtree(dest)
         os.rename(work, dest)

@@ -146,11 +146,14 @@ def test_interrupted_write_leaves_nothing(tmp_path):
 
 def test_writer_rejects_bad_input(tmp_path):
     x = [np.zeros((4, 4, 1), np.float32)]
+    with pytest.raises(ValueError, match="longer"):  # fewer examples than labels
+        write_dataset(tmp_path / "z", "z", (x, [0, 1]), (x, [0]), output_dim=2)
     with pytest.raises(ValueError, match="outside"):
         write_dataset(tmp_path / "a", "a", (x, [5]), (x, [0]), output_dim=2)
     with pytest.raises(TypeError, match="uint8"):
         write_dataset(tmp_path / "b", "b", (x, [0]), (x, [0]), output_dim=2, image_format="png")
-    write_dataset(tmp_path / "c", "c", (x, [0]), (x, [1]), output_dim=2)
+    made = write_dataset(tmp_path / "c", "c", (x, [0]), (x, [1]), output_dim=2)
+    assert os.stat(made).st_mode & 0o055 == 0o055  # readable by others, not private
     with pytest.raises(FileExistsError):
         write_dataset(tmp_path / "c", "c", (x, [0]), (x, [1]), output_dim=2)
 
