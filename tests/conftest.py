@@ -6,6 +6,10 @@ import pytest
 # TensorFlow's C++ logging is noise in test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# One pytest process imports both frameworks: torch first is the safe order (TensorFlow
+# first, then torch, segfaults; tests/test_model.py checks that our model guards the other).
+import torch  # noqa: E402,F401
+
 from autodl.writer import write_dataset  # noqa: E402
 
 

@@ -1,0 +1,156 @@
+"""Training and prediction of one network on in-memory uint8 examples, on CPU or CUDA.
+
+A phase is planned in optimiser steps once the speed is known: linear warm-up, then cosine
+decay to zero at the end of the phase, so each phase ends at its best weights. The learner
+decides when phases start and when to look at validation.
+"""
+import copy
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def pick_device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def class_balanced_bce(logits, targets):
+    """Original method: positives and negatives weighted by their batch ratio, clipped."""
+    pos_ratio = targets.mean().clamp(0.1, 0.9)
+    weights = torch.where(targets > 0.5, 1.0 / pos_ratio, 1.0 / (1.0 - pos_ratio))
+    return (F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+            * weights).mean()
+
+
+class Trainer:
+    def __init__(self, net, cfg, device, multi_label, flip):
+        self.cfg = cfg
+        self.device = device
+        self.net = net.to(device)
+        self.multi_label = multi_label
+        self.flip = flip
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.batch = cfg["batch_cuda"] if self.cuda else cfg["batch_cpu"]
+        decay, no_decay = [], []
+        for name, p in self.net.named_parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        self.optimizer = torch.optim.SGD(
+            [{"params": decay, "weight_decay": cfg["weight_decay"]},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
+        self.temperature = cfg.get("temperature", 1.0)
+        self.steps = 0
+        self.phase = None
+        self.seconds = 0.0
+        self.rng = np.random.default_rng(0)
+        self.best_state = None
+
+    # -- data ------------------------------------------------------------------------------
+    def _to_input(self, x_uint8):
+        """uint8 [B, T, H, W, C] (numpy) -> float [B, T, C, H, W] in [0, 1] on the device."""
+        x = torch.from_numpy(x_uint8)
+        if self.cuda:
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        return x.permute(0, 1, 4, 2, 3).float().div_(255.0)
+
+    def _augment(self, x):
+        if self.flip:
+            mask = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(mask[:, None, None, None, None], x.flip(-1), x)
+        pad = int(round(self.cfg.get("crop_pad", 0.0) * min(x.shape[-2:])))
+        if pad:
+            b, t, c, h, w = x.shape
+            padded = F.pad(x.reshape(b, t * c, h, w), (pad, pad, pad, pad), mode="reflect")
+            dy, dx = self.rng.integers(0, 2 * pad + 1, 2)
+            x = padded[:, :, dy:dy + h, dx:dx + w].reshape(b, t, c, h, w)
+        return x
+
+    # -- schedule --------------------------------------------------------------------------
+    def plan_phase(self, steps, peak_lr, start=None):
+        self.phase = {"start": self.steps if start is None else start,
+                      "steps": max(1, int(steps)), "peak": peak_lr}
+
+    def phase_done(self):
+        return self.phase is not None and self.steps >= self.phase["start"] + self.phase["steps"]
+
+    def _lr(self):
+        done = (self.steps - self.phase["start"]) / self.phase["steps"]
+        warm = self.cfg["warmup_fraction"]
+        if done < warm:
+            return self.phase["peak"] * (0.1 + 0.9 * done / warm)
+        return self.phase["peak"] * 0.5 * (1 + math.cos(math.pi * min(1.0, (done - warm) /
+                                                                       (1 - warm))))
+
+    # -- training --------------------------------------------------------------------------
+    def loss(self, logits, y):
+        logits = logits / self.temperature
+        if self.multi_label:
+            return class_balanced_bce(logits, y)
+        return F.cross_entropy(logits, y.argmax(dim=1),
+                               label_smoothing=self.cfg.get("label_smoothing", 0.0))
+
+    def train_steps(self, x, y, indices, max_seconds, max_steps=None):
+        """Train on random batches of x[indices] until a time or step limit; returns steps."""
+        self.net.train()
+        start, done = time.time(), 0
+        if len(indices) == 0:
+            return 0
+        while time.time() - start < max_seconds and not self.phase_done():
+            if max_steps is not None and done >= max_steps:
+                break
+            # Always a full batch (drawn with replacement from tiny sets): BatchNorm needs
+            # more than one example.
+            batch = np.sort(self.rng.choice(indices, size=self.batch,
+                                            replace=len(indices) < self.batch))
+            xb = self._augment(self._to_input(x[batch]))
+            yb = torch.from_numpy(y[batch]).to(self.device)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._lr()
+            with self._autocast():
+                loss = self.loss(self.net(xb), yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.steps += 1
+            done += 1
+        self.seconds += time.time() - start
+        return done
+
+    def _autocast(self):
+        if self.cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", dtype=torch.bfloat16,
+                              enabled=self.cfg.get("cpu_bf16", False))
+
+    # -- prediction ------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, x, tta_flip=False):
+        """Probabilities (softmax, or sigmoid for multi-label) for uint8 examples x."""
+        self.net.eval()
+        out = []
+        step = self.cfg["test_batch"]
+        for start in range(0, len(x), step):
+            xb = self._to_input(x[start:start + step])
+            with self._autocast():
+                logits = self.net(xb).float()
+                if tta_flip:
+                    logits = (logits + self.net(xb.flip(-1)).float()) / 2
+            logits = logits / self.temperature
+            out.append((torch.sigmoid(logits) if self.multi_label
+                        else torch.softmax(logits, dim=1)).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.net.head.out_features))
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def save_best(self):
+        # A real copy: the original's "best" shared storage with the live weights.
+        self.best_state = copy.deepcopy({k: v.detach().clone()
+                                         for k, v in self.net.state_dict().items()})
+
+    def restore_best(self):
+        if self.best_state is not None:
+            self.net.load_state_dict(self.best_state)
