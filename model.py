@@ -30,4 +30,23 @@ class Model:
         self.learner.train(dataset, remaining_time_budget)
 
     def test(self, dataset, remaining_time_budget=None):
-        return self.learner.test(dataset, remaining_time_budget)
+        prediction = self.learner.test(dataset, remaining_time_budget)
+        if _SAVE_DIR and prediction is not self._saved:
+            _save_best(self.learner)
+            self._saved = prediction
+        return prediction
+
+
+# -- Optional, off by default (never set in the challenge): `python -m autodl fit` sets
+# AUTOCLINT_SAVE_DIR so the best model so far is written to DIR/model.pt after a test that
+# produced new predictions (see skeleton/persist.py). Saving must never break the run.
+_SAVE_DIR = os.environ.get("AUTOCLINT_SAVE_DIR")
+Model._saved = None
+
+
+def _save_best(learner):
+    try:
+        from skeleton import persist
+        persist.save(learner, os.path.join(_SAVE_DIR, "model.pt"))
+    except Exception as error:  # noqa: BLE001  (saving is optional: never end the run)
+        print(f"AUTOCLINT_SAVE_DIR: could not save the model: {error}", file=sys.stderr)

@@ -1,0 +1,212 @@
+"""One-line use of our classifier on your own data.
+
+    python -m autodl fit --data FOLDER|CSV|AUTODL_DIR --time_budget 60 --out OUT
+    python -m autodl predict --model OUT/model.pt --images FOLDER --out preds.csv
+    python -m autodl convert folder|csv|video ...        (see python -m autodl.convert -h)
+    python -m autodl zip --out submission.zip
+
+fit writes OUT/dataset/ (when it converted), OUT/learning-curve.png, OUT/predictions.csv
+(test files, top class, per-class probabilities), OUT/model.pt and OUT/run.json.
+"""
+import argparse
+import csv
+import glob
+import os
+import shutil
+import sys
+import zipfile
+
+from . import convert
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ZIP_LIMIT_BYTES = 300 * 2 ** 20  # the platform's limit on a submission
+WEIGHT_EXTENSIONS = (".pth", ".pt", ".bin", ".npz", ".h5", ".onnx")
+
+
+class UserError(convert.ConvertError):
+    pass
+
+
+# -- fit ------------------------------------------------------------------------------------
+def _is_autodl_dir(path):
+    return os.path.isdir(path) and bool(glob.glob(os.path.join(path, "*.data")))
+
+
+def _prepare_dataset(data, images, out, test_ratio, seed):
+    """An AutoDL folder as it is; anything else converted into OUT/dataset."""
+    if _is_autodl_dir(data):
+        return data
+    dest = os.path.join(out, "dataset")
+    kw = {"test_ratio": test_ratio, "seed": seed, "overwrite": True}
+    if os.path.isfile(data) and data.lower().endswith(".csv"):
+        return convert.convert_csv(data, images or os.path.dirname(os.path.abspath(data)),
+                                   dest, **kw)
+    if not os.path.isdir(data):
+        raise UserError(f"{data}: not a folder, a CSV file or an AutoDL dataset")
+    has_video = any(os.path.splitext(f)[1].lower() in convert.VIDEO_EXTENSIONS
+                    for _, _, files in os.walk(data) for f in files)
+    if has_video:
+        return convert.convert_video(data, dest, **kw)
+    return convert.convert_folder(data, dest, **kw)
+
+
+def _read_lines(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def _write_predictions(path, names, labels, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "class", *labels])
+        for name, row in zip(names, rows):
+            top = max(range(len(row)), key=row.__getitem__)
+            writer.writerow([name, labels[top], *(f"{v:.6g}" for v in row)])
+
+
+def _as_probabilities(rows, dataset, name):
+    """The quick model hands back scores (only their ranks matter to AutoDL): turn rows
+    outside [0, 1] into probabilities, sigmoid when the task is multi-label, else softmax."""
+    import numpy as np
+    scores = np.asarray(rows, np.float64)
+    if scores.size == 0 or (scores.min() >= 0 and scores.max() <= 1):
+        return scores.tolist()
+    solution = np.loadtxt(os.path.join(dataset, f"{name}.solution"), ndmin=2)
+    if (solution.sum(axis=1) > 1).any():
+        return (1 / (1 + np.exp(-scores))).tolist()
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).tolist()
+
+
+def fit(args):
+    from .run_local_test import format_summary, run
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    dataset = _prepare_dataset(args.data, args.images, out, args.test_ratio, args.seed)
+    name = os.path.basename(glob.glob(os.path.join(dataset, "*.data"))[0])[:-len(".data")]
+    model_path = os.path.join(out, "model.pt")
+    if os.path.exists(model_path):
+        os.unlink(model_path)  # never hand back a model from an earlier run
+    os.environ["AUTOCLINT_SAVE_DIR"] = out  # inherited by ingestion: model.py saves there
+    run_dir = os.path.join(out, "run")
+    summary = run(dataset, REPO, args.time_budget, output_dir=os.path.join(run_dir, "output"),
+                  score_dir=os.path.join(run_dir, "scores"), progress=not args.quiet)
+    print(format_summary(summary), flush=True)
+    shutil.copy(os.path.join(run_dir, "scores", "run.json"), os.path.join(out, "run.json"))
+    curve = os.path.join(run_dir, "scores", f"learning-curve-{name}.png")
+    if os.path.exists(curve):
+        shutil.copy(curve, os.path.join(out, "learning-curve.png"))
+    predictions = glob.glob(os.path.join(run_dir, "output", f"{name}.predict_*"))
+    if not predictions:
+        raise UserError(f"the model made no prediction in {args.time_budget} s "
+                        f"(see {run_dir}/output/ingestion.log)")
+    last = max(predictions, key=lambda p: int(p.rsplit("_", 1)[1]))
+    with open(last) as f:
+        rows = [[float(v) for v in line.split()] for line in f if line.strip()]
+    labels = _read_lines(os.path.join(dataset, f"{name}_label.name")) or \
+        [str(i) for i in range(len(rows[0]))]
+    names = _read_lines(os.path.join(dataset, name + convert.TEST_FILES_SUFFIX))
+    if names is None or len(names) != len(rows):
+        names = [f"test record {i}" for i in range(len(rows))]
+    _write_predictions(os.path.join(out, "predictions.csv"), names, labels,
+                       _as_probabilities(rows, dataset, name))
+    if not os.path.exists(model_path):
+        print(f"warning: no model saved (see {run_dir}/output/ingestion.log)", file=sys.stderr)
+    print(f"wrote {out}/predictions.csv, learning-curve.png, model.pt", file=sys.stderr)
+    return 0 if summary["ingestion_success"] or summary["num_predictions"] else 1
+
+
+# -- predict --------------------------------------------------------------------------------
+def predict(args):
+    if not os.path.isfile(args.model):
+        raise UserError(f"{args.model}: no such model file")
+    if not os.path.isdir(args.images):
+        raise UserError(f"{args.images}: not a folder")
+    sys.path.insert(0, REPO)
+    from skeleton import persist
+    predictor = persist.load(args.model)
+    paths = sorted(os.path.join(d, f) for d, _, files in os.walk(args.images) for f in files
+                   if os.path.splitext(f)[1].lower() in convert.IMAGE_EXTENSIONS)
+    readable = [p for p in paths if convert._probe_image(p) is not None]  # reports the rest
+    if not readable:
+        raise UserError(f"{args.images}: no readable images")
+    probs = predictor.predict_files(readable)
+    names = [os.path.relpath(p, args.images) for p in readable]
+    _write_predictions(args.out, names, predictor.label_names, probs.tolist())
+    print(f"wrote {args.out}: {len(readable)} images", file=sys.stderr)
+    return 0
+
+
+# -- zip ------------------------------------------------------------------------------------
+def submission_files(repo=REPO):
+    """(path on disk, path in the zip): model.py at the root, skeleton/, configs/, weights."""
+    files = [(os.path.join(repo, "model.py"), "model.py")]
+    for folder in ("skeleton", "configs"):
+        for d, dirs, names in os.walk(os.path.join(repo, folder)):
+            dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+            files += [(os.path.join(d, n), os.path.relpath(os.path.join(d, n), repo))
+                      for n in sorted(names) if not n.endswith((".pyc", ".pyo"))]
+    models = os.path.join(repo, "models")
+    if os.path.isdir(models):
+        files += [(os.path.join(models, n), f"models/{n}") for n in sorted(os.listdir(models))
+                  if n.endswith(WEIGHT_EXTENSIONS)]
+    return files
+
+
+def build_zip(out, repo=REPO, limit=ZIP_LIMIT_BYTES):
+    files = submission_files(repo)
+    tmp = out + ".partial"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for path, arcname in files:
+            z.write(path, arcname)
+    size = os.path.getsize(tmp)
+    if size > limit:
+        os.unlink(tmp)
+        raise UserError(f"{out}: {size / 2 ** 20:.1f} MB is over the platform's "
+                        f"{limit / 2 ** 20:.0f} MB limit (weights in models/?)")
+    os.replace(tmp, out)
+    return out, len(files), size
+
+
+def make_zip(args):
+    out, count, size = build_zip(args.out)
+    print(f"wrote {out}: {count} files, {size / 2 ** 20:.1f} MB", file=sys.stderr)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m autodl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fit", help="convert if needed, train under a budget, save predictions "
+                                   "and the model")
+    p.add_argument("--data", required=True, help="image folder per class, CSV, video folder "
+                                                 "per class or AutoDL dataset folder")
+    p.add_argument("--images", help="for a CSV: the images folder (default: the CSV's folder)")
+    p.add_argument("--time_budget", type=float, default=60)
+    p.add_argument("--out", required=True)
+    p.add_argument("--test_ratio", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("predict", help="predict a folder of images with a saved model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--images", required=True)
+    p.add_argument("--out", required=True, help="CSV to write")
+    p = sub.add_parser("convert", help="your data to an AutoDL dataset")
+    convert.add_arguments(p.add_subparsers(dest="kind", required=True))
+    p = sub.add_parser("zip", help="build the submission zip")
+    p.add_argument("--out", default="submission.zip")
+    args = parser.parse_args(argv)
+    commands = {"fit": fit, "predict": predict, "zip": make_zip,
+                "convert": lambda a: convert.run_args(a) and 0}
+    try:
+        return commands[args.command](args)
+    except convert.ConvertError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
