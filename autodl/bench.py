@@ -47,6 +47,8 @@ def run_one(job):
     """One run (a dict job); returns run_local_test's summary plus the job's fields."""
     for key, value in RUN_ENV.items():
         os.environ.setdefault(key, value)
+    saved = {key: os.environ.get(key) for key in job.get("env", {})}
+    os.environ.update(job.get("env", {}))
     started = time.time()
     try:
         summary = run_local_test.run(job["dataset_path"], job["code_dir"], job["time_budget"],
@@ -56,6 +58,12 @@ def run_one(job):
     except Exception as e:  # a broken dataset or harness fault: recorded, the suite goes on
         summary = {"alc": 0.0, "final_nauc": 0.0, "ingestion_success": False,
                    "error": f"{type(e).__name__}: {e}", "timestamps": [], "nauc_scores": []}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return {**job, **summary, "wall_s": round(time.time() - started, 2)}
 
 
@@ -133,7 +141,21 @@ def _labels(code_dirs, names):
             for i, label in enumerate(labels)]
 
 
-def plan(suite, code_dirs, labels, out_dir, data_dir, time_budget, repeat, clock_rule):
+def parse_env(items, labels):
+    """--env LABEL:VAR=VALUE -> {label: {VAR: VALUE}}: settings for one code dir's runs."""
+    envs = {label: {} for label in labels}
+    for item in items or ():
+        label, sep, assignment = item.partition(":")
+        var, eq, value = assignment.partition("=")
+        if not sep or not eq or label not in envs:
+            raise SystemExit(f"--env {item!r}: expected LABEL:VAR=VALUE with LABEL one of "
+                             f"{labels}")
+        envs[label][var] = value
+    return envs
+
+
+def plan(suite, code_dirs, labels, out_dir, data_dir, time_budget, repeat, clock_rule,
+         envs=None):
     """Build what is missing and list the runs: dataset-major, so repeats interleave codes."""
     jobs = []
     for name in suite.datasets:
@@ -145,7 +167,7 @@ def plan(suite, code_dirs, labels, out_dir, data_dir, time_budget, repeat, clock
                 jobs.append({"dataset": name, "dataset_path": result.path,
                              "code_dir": os.path.abspath(code_dir), "label": label,
                              "repeat": rep, "time_budget": time_budget,
-                             "clock_rule": clock_rule,
+                             "clock_rule": clock_rule, "env": (envs or {}).get(label, {}),
                              "run_dir": os.path.join(out_dir, "runs", name, label, str(rep))})
     return jobs
 
@@ -205,6 +227,9 @@ def main(argv=None):
                         help="submission folder or zip; repeat to compare (default: the "
                              "reference submission)")
     parser.add_argument("--label", action="append", help="a name per --code_dir")
+    parser.add_argument("--env", action="append", metavar="LABEL:VAR=VALUE",
+                        help="an environment variable for one code dir's runs (repeatable): "
+                             "compare settings of one submission")
     parser.add_argument("--time_budget", type=float, help="seconds (default: the suite's)")
     parser.add_argument("--datasets", nargs="+", help="override the suite's datasets")
     parser.add_argument("--repeat", type=int, default=1, help="runs per dataset and code dir")
@@ -225,7 +250,8 @@ def main(argv=None):
     out_dir = os.path.abspath(args.out)
     try:
         jobs = plan(suite, code_dirs, labels, out_dir, args.data,
-                    args.time_budget or suite.time_budget, max(1, args.repeat), args.clock_rule)
+                    args.time_budget or suite.time_budget, max(1, args.repeat), args.clock_rule,
+                    parse_env(args.env, labels))
     except datasets.ZooError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

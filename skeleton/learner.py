@@ -123,8 +123,10 @@ class Learner:
         net = build_network(name, self.profile.channels, self.classes, frames=frames,
                             temporal="residual" if net_cfg["temporal_block"] else "mean")
         train_cfg = dict(self.cfg["train"], temperature=net_cfg["temperature"])
-        self.trainer = Trainer(net, train_cfg, device, self.profile.multi_label,
-                               flip=train_cfg["flip"] and not self.profile.is_video)
+        # Flips start off: whether they keep labels (photos) or not (digits, text) is probed
+        # at the first validation (_probe_flip).
+        self.trainer = Trainer(net, train_cfg, device, self.profile.multi_label, flip=False)
+        self.flip_probed = not train_cfg["flip"]
         self.phase_count = 0
         log.info("network %s (%s) on %s, %d threads", name, net.weights_used, device,
                  torch.get_num_threads())
@@ -195,13 +197,26 @@ class Learner:
                 return
         self.done_training = True
 
+    def _probe_flip(self, score):
+        """Turn on flip augmentation and flip TTA only if flipped validation images score
+        about as well as the originals for a network that never saw a flip."""
+        self.flip_probed = True
+        flipped = self._valid_score(
+            lambda v: self.trainer.predict(np.ascontiguousarray(v[:, :, :, ::-1])))
+        tolerance = self.cfg["train"]["flip_tolerance"]
+        self.trainer.flip = flipped is not None and flipped >= score - tolerance
+        log.info("flip probe: valid NAUC %.4f flipped vs %.4f: flips %s", flipped, score,
+                 "on" if self.trainer.flip else "off")
+
     def _evaluate(self):
         """Validate the live network; offer its predictions if it is the best so far."""
         trainer = self.trainer
         score = self._valid_score(lambda v: trainer.predict(v))
+        if not self.flip_probed and score is not None and score > 0.5:
+            self._probe_flip(score)
         if score is not None and score >= 2 * self.cfg["schedule"]["valid_auc_stop"] - 1:
             self.done_training = True
-        tta = self.cfg["train"]["tta_flip"] and not self.profile.is_video
+        tta = self.cfg["train"]["tta_flip"] and trainer.flip
         if self._offer("net", score, lambda t: trainer.predict(t, tta_flip=tta)):
             trainer.save_best()
             return True

@@ -36,6 +36,20 @@ def test_local_suite_side_by_side_with_repeats(tmp_path, monkeypatch):
     assert "| 1.000 |" in row and "[" in row  # its own ratio, and a spread over 2 repeats
 
 
+def test_env_per_code_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "good")
+    code = bench.main(["--suite", "tiny", "--code_dir", SCRIPTED, "--label", "good",
+                       "--code_dir", SCRIPTED, "--label", "broken",
+                       "--env", "broken:SCRIPTED_BEHAVIOUR=raise_init",
+                       "--out", str(tmp_path / "o"), "--data", str(tmp_path / "zoo")])
+    assert code == 1  # the broken variant crashed, the good one did not
+    runs = json.loads((tmp_path / "o" / "results.json").read_text())["runs"]
+    assert [r["ingestion_success"] for r in runs] == [True, False]
+    assert os.environ["SCRIPTED_BEHAVIOUR"] == "good"  # restored after the run
+    with pytest.raises(SystemExit):
+        bench.parse_env(["nolabel:X=1"], ["good"])
+
+
 def test_crashes_are_counted(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "raise_init")
     code = bench.main(["--suite", "tiny", "--code_dir", SCRIPTED, "--out", str(tmp_path / "o"),
