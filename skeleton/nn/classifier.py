@@ -1,0 +1,101 @@
+"""What every network shares: input stem, pooling, temporal block and the linear head."""
+import torch
+from torch import nn
+
+MEAN, STD = 0.5, 0.25  # the original's normalisation of [0, 1] inputs
+
+
+class InputStem(nn.Module):
+    """[N, C, H, W] in [0, 1] -> normalised [N, 3, H, W] for a 3-channel trunk.
+
+    1 channel is repeated (grey images look like grey RGB to ImageNet weights); 3 pass; any
+    other count goes through a learnable 3x3 conv to 3 channels.
+    """
+
+    def __init__(self, in_channels):
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        self.in_channels = in_channels
+        self.mix = None
+        if in_channels not in (1, 3):
+            self.mix = nn.Conv2d(in_channels, 3, 3, padding=1, bias=False)
+            with torch.no_grad():
+                # Start as "every output = mean of the inputs" (a grey image, what pretrained
+                # trunks handle) plus a little noise so the three outputs can diverge.
+                self.mix.weight.normal_(0.0, 0.01)
+                self.mix.weight[:, :, 1, 1] += 1.0 / in_channels
+
+    def forward(self, x):
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} channels, got input of shape "
+                             f"{tuple(x.shape)}")
+        x = (x - MEAN) / STD
+        if self.mix is not None:
+            return self.mix(x)
+        if self.in_channels == 1:
+            return x.repeat(1, 3, 1, 1)
+        return x
+
+
+class TemporalResidual(nn.Module):
+    """(B, D, T) -> (B, D, T): identity + ReLU(BN(Conv1d k=5)), as in the original."""
+
+    def __init__(self, channels, kernel_size=5):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2,
+                              bias=False)
+        self.bn = nn.BatchNorm1d(channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return x + self.relu(self.bn(self.conv(x)))
+
+
+class Classifier(nn.Module):
+    """[B, T, C, H, W] in [0, 1] -> logits [B, num_classes].
+
+    Every frame goes through the same stem and 2D trunk (as B*T images), is average-pooled to
+    D features; video nets (frames > 1) with temporal="residual" mix them along time before the
+    mean over time. Any T works at run time; with frames=1 several frames are simply averaged.
+    """
+
+    def __init__(self, name, trunk, in_channels, num_classes, frames=1, temporal="residual",
+                 weights_used="random"):
+        super().__init__()
+        if temporal not in ("residual", "mean"):
+            raise ValueError(f"temporal must be 'residual' or 'mean', got {temporal!r}")
+        if num_classes < 1 or frames < 1:
+            raise ValueError(f"num_classes and frames must be >= 1 ({num_classes}, {frames})")
+        self.name = name
+        self.frames = frames
+        self.temporal_mode = temporal
+        self.weights_used = weights_used
+        self.stem = InputStem(in_channels)
+        self.trunk = trunk
+        self.feature_dim = trunk.out_features
+        self.temporal = (TemporalResidual(self.feature_dim)
+                         if frames > 1 and temporal == "residual" else None)
+        self.head = nn.Linear(self.feature_dim, num_classes, bias=False)
+        nn.init.xavier_uniform_(self.head.weight)
+
+    def features(self, x):
+        """[B, T, C, H, W] -> pooled features [B, D] (before the head)."""
+        if x.dim() == 4:  # tolerate plain image batches [B, C, H, W]
+            x = x.unsqueeze(1)
+        if x.dim() != 5:
+            raise ValueError(f"expected [B, T, C, H, W], got shape {tuple(x.shape)}")
+        b, t = x.shape[:2]
+        f = self.trunk(self.stem(x.reshape(b * t, *x.shape[2:])))
+        f = f.mean(dim=(2, 3))  # global average pooling -> [B*T, D]
+        f = f.reshape(b, t, -1)
+        if self.temporal is not None:
+            f = self.temporal(f.transpose(1, 2)).transpose(1, 2)
+        return f.mean(dim=1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+    def extra_repr(self):
+        return (f"name={self.name!r}, frames={self.frames}, temporal={self.temporal_mode!r}, "
+                f"weights_used={self.weights_used!r}")
