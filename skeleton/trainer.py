@@ -33,8 +33,8 @@ class Trainer:
         self.multi_label = multi_label
         self.flip = flip
         self.cuda = device.type == "cuda"
-        if self.cuda:
-            self.net = self.net.to(memory_format=torch.channels_last)
+        # channels_last was faster for every network on both CPU and GPU (skeleton/nn).
+        self.net = self.net.to(memory_format=torch.channels_last)
         self.batch = cfg["batch_cuda"] if self.cuda else cfg["batch_cpu"]
         decay, no_decay = [], []
         for name, p in self.net.named_parameters():
