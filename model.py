@@ -21,6 +21,7 @@ if os.environ.get("AUTOCLINT_VERBOSE"):
 class Model:
     def __init__(self, metadata):
         self.learner = Learner(metadata, _CLOCK_START)
+        self._saved = None  # the predictions last saved (AUTOCLINT_SAVE_DIR only)
 
     @property
     def done_training(self):
@@ -41,7 +42,6 @@ class Model:
 # AUTOCLINT_SAVE_DIR so the best model so far is written to DIR/model.pt after a test that
 # produced new predictions (see skeleton/persist.py). Saving must never break the run.
 _SAVE_DIR = os.environ.get("AUTOCLINT_SAVE_DIR")
-Model._saved = None
 
 
 def _save_best(learner):
