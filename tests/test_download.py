@@ -83,7 +83,11 @@ def test_offline_fails_fast_with_one_line_and_no_folder(tmp_path, monkeypatch, c
 
 def test_unanswered_host_is_given_up_after_the_timeout(monkeypatch):
     # A resolver or connect that hangs must not hang the script.
-    monkeypatch.setattr(dl.socket, "create_connection", lambda *a, **k: time.sleep(30))
+    def hang(*args, **kwargs):
+        time.sleep(30)
+        raise OSError("hung")  # the thread outlives the test: end it cleanly, not on None
+
+    monkeypatch.setattr(dl.socket, "create_connection", hang)
     start = time.time()
     with pytest.raises(dl.DownloadError, match="no answer within 0.3 s"):
         dl.check_reachable("https://example.invalid/x.zip", timeout=0.3)
