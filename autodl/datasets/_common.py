@@ -161,6 +161,17 @@ def stratified_split(strata, test_fraction, rng):
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
+def split_labelled(x, y, seed, n_train, n_test, label_names, image_format):
+    """A labelled image set split 80/20 by class, each side cut to its size keeping every
+    class (sets that come without a train/test split of their own)."""
+    train_idx, test_idx = stratified_split(y, 0.2, np.random.default_rng([seed, 0]))
+    splits = []
+    for idx, n in ((train_idx, n_train), (test_idx, n_test)):
+        idx = idx[take_balanced(y[idx], n)]
+        splits.append((list(x[idx]), y[idx].tolist()))
+    return Generated(splits[0], splits[1], label_names, image_format)
+
+
 def take_balanced(labels, n):
     """Indices of n records picked round-robin over classes in order of appearance (so a small
     subset still holds every class), returned in their original order."""

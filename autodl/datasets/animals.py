@@ -16,13 +16,11 @@ import numpy as np
 
 from ._common import (
     DatasetInfo,
-    Generated,
     check_sizes,
     expect,
     load_pickle,
     package_file,
-    stratified_split,
-    take_balanced,
+    split_labelled,
 )
 
 REQUIREMENT = "animal-mnist==0.4"
@@ -51,12 +49,7 @@ def load():
 def make(seed, n_train, n_test):
     check_sizes("animals", n_train, n_test, 8000, 2000)
     x, y = load()
-    train_idx, test_idx = stratified_split(y, 0.2, np.random.default_rng([seed, 0]))
-    splits = []
-    for idx, n in ((train_idx, n_train), (test_idx, n_test)):
-        idx = idx[take_balanced(y[idx], n)]
-        splits.append((list(x[idx]), y[idx].tolist()))
-    return Generated(splits[0], splits[1], LABELS, "png")
+    return split_labelled(x, y, seed, n_train, n_test, LABELS, "png")
 
 
 INFO = DatasetInfo(
