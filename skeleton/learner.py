@@ -48,12 +48,25 @@ class Learner:
 
     # -- train -----------------------------------------------------------------------------
     def train(self, dataset, remaining):
-        self.deadline = time.time() + (remaining if remaining is not None else 1e9)
+        started = time.time()
+        self.deadline = started + (remaining if remaining is not None else 1e9)
         if self.store is None:
             self._first_train(dataset)
         else:
             self._train_slice()
         self.rounds += 1
+        log.info("train call %d: %s", self.rounds, self._progress(time.time() - started))
+
+    def _progress(self, seconds):
+        """One line of where training stands (AUTOCLINT_VERBOSE=1 shows it)."""
+        text = f"{seconds:.1f} s, best {self.best_source} valid NAUC {self.best_score:.4f}"
+        trainer = self.trainer
+        if trainer is not None and trainer.steps:
+            epochs = trainer.steps * trainer.batch / max(1, len(self.train_idx))
+            lr = trainer.optimizer.param_groups[0]["lr"]
+            text += (f", {trainer.steps} steps ({epochs:.2f} epochs), lr {lr:.4f}, "
+                     f"loaded {self.store.size}/{self.metadata.size()}")
+        return text + (", done" if self.done_training else "")
 
     def _first_train(self, dataset):
         examples = iter_examples(dataset, self.metadata)
@@ -232,6 +245,8 @@ class Learner:
             self.pending = None
             self.test_seconds = time.time() - start
         self.last_test_at = self.elapsed()
+        log.info("test call at %.1f s: %s predictions in %.1f s", self.last_test_at,
+                 self.best_source, time.time() - start)
         return self.prediction
 
     def _read_test(self, dataset):
