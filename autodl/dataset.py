@@ -36,9 +36,7 @@ class AutoDLMetadata:
         return matrix.row_count, matrix.col_count
 
     def get_num_channels(self, bundle_index=0):
-        # -1 in the file means 3 for compressed images and 1 otherwise.
-        return channel_count(self.metadata_) if bundle_index == 0 else \
-            self.metadata_.matrix_spec[bundle_index].num_channels
+        return channel_count(self.metadata_.matrix_spec[bundle_index])
 
     def get_tensor_size(self, bundle_index=0):
         return (*self.get_matrix_size(bundle_index), self.get_num_channels(bundle_index))

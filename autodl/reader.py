@@ -11,8 +11,8 @@ from . import codec, layout
 from .records import RecordError, iter_records
 
 
-def channel_count(spec) -> int:
-    matrix = spec.matrix_spec[0]
+def channel_count(matrix) -> int:
+    """A MatrixSpec's channels: -1 in the file means 3 for compressed images, else 1."""
     if matrix.num_channels > 0:
         return matrix.num_channels
     return 3 if matrix.format == matrix.COMPRESSED else 1
@@ -34,7 +34,7 @@ def iter_split(split_dir, verify=True):
     matrix = spec.matrix_spec[0]
     if matrix.format == matrix.SPARSE:
         raise layout.DatasetError(f"{split_dir}: SPARSE matrices are not supported")
-    channels = channel_count(spec)
+    channels = channel_count(matrix)
     payloads = interleave([iter_records(path, verify) for path in files])
     for index, payload in enumerate(payloads):
         try:

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -186,7 +187,7 @@ def _enforce_budget(output_dir, time_budget, ingestion, scoring):
         return
     start = runfiles.read_start(output_dir)
     if time.time() > start["start_time"] + time_budget + RUNNER_GRACE_S:
-        os.killpg(ingestion.pid, 9)
+        os.killpg(ingestion.pid, signal.SIGKILL)
         if scoring.poll() is None:
             scoring.terminate()
 
