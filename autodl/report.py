@@ -104,7 +104,3 @@ def detailed_html(path, result, png_path=None, running=False):
             "<table border=1 cellpadding=3><tr><th>prediction</th><th>time (s)</th>"
             f"<th>NAUC</th></tr>{rows}</table></body></html>")
     _write_atomic(path, page)
-
-
-def final_nauc(result):
-    return result["nauc_scores"][-1] if result["nauc_scores"] else 0.0

@@ -4,7 +4,6 @@ A phase is planned in optimiser steps once the speed is known: linear warm-up, t
 decay to zero at the end of the phase, so each phase ends at its best weights. The learner
 decides when phases start and when to look at validation.
 """
-import copy
 import math
 import time
 
@@ -148,8 +147,7 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------
     def save_best(self):
         # A real copy: the original's "best" shared storage with the live weights.
-        self.best_state = copy.deepcopy({k: v.detach().clone()
-                                         for k, v in self.net.state_dict().items()})
+        self.best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
 
     def restore_best(self):
         if self.best_state is not None:
