@@ -4,7 +4,8 @@
   quick ridge model (no torch yet); 1st test(): read the test set once, predict with it.
 Later train() calls: import torch, build the network, keep reading the training data in
   slices, train in phases planned from the measured speed, and return to test() on a
-  growing, log-spaced interval as soon as validation improves on the best so far.
+  growing, log-spaced interval as soon as validation improves on the best so far. Between
+  the first and second phase, images get the Light Fast AutoAugment search (skeleton/augment).
 test() returns the predictions of the best validated model; done_training ends the loop
   when time is nearly out or validation is saturated.
 """
@@ -42,6 +43,7 @@ class Learner:
         self.last_test_at = 0.0    # elapsed seconds at the last test()
         self.test_seconds = 1.0    # how long a prediction took, for the reserve
         self.rounds = 0
+        self.augment_search = None  # the SearchResult, once the search has run
 
     def elapsed(self):
         return time.time() - self.clock_start
@@ -163,6 +165,8 @@ class Learner:
     def _start_phase(self):
         if self.phase_count:  # later phases restart from the best weights, at a lower LR
             self.trainer.restore_best()
+            if self.phase_count == 1:
+                self._search_augmentation()
         self.phase_count += 1
         self.replanned = False
         self._plan_phase()
@@ -197,9 +201,10 @@ class Learner:
                 improved = self._evaluate()
                 if self._time_left() < self.cfg["train"]["min_phase_seconds"] + self._reserve():
                     break
-                self._start_phase()
-                if improved:
+                if improved:  # predict first; the next phase (and any search) starts next call
+                    self.trainer.phase = None
                     return
+                self._start_phase()
             x, y = self.store.arrays()
             chunk = min(sched["train_chunk_s"], max(0.2, test_due - self.elapsed()))
             self.trainer.train_steps(x, y, self.train_idx, chunk)
@@ -209,6 +214,26 @@ class Learner:
             if self.elapsed() >= test_due and (self._evaluate() or self.elapsed() >= give_up):
                 return
         self.done_training = True
+
+    def _search_augmentation(self):
+        """Light Fast AutoAugment, once, between the first and second phase: images only, with
+        a validation set, and only when enough time is left; it takes a bounded share of it, so
+        the predictions the budget allows still come."""
+        cfg = self.cfg["augment"]
+        left = self._time_left() - self._reserve()
+        if (not cfg["search"] or self.kind != "image" or len(self.valid_idx) == 0
+                or left < cfg["min_time_left_s"]):
+            return
+        from .augment import PolicyAugmenter, load_pool, search_policies
+
+        trainer = self.trainer
+        deadline = time.time() + min(cfg["max_seconds"], cfg["budget_fraction"] * left)
+        result = search_policies(
+            lambda transform: self._valid_score(lambda v: trainer.predict(v, transform=transform)),
+            load_pool(cfg["pool"], cfg["cutout"]), cfg, deadline, seed=cfg["seed"])
+        self.augment_search = result
+        if result.kept:
+            trainer.policy = PolicyAugmenter(result.subpolicies, cfg["ranges"], seed=cfg["seed"])
 
     def _probe_flip(self, score):
         """Turn on flip augmentation and flip TTA only if flipped validation images score

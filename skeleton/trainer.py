@@ -24,6 +24,12 @@ def class_balanced_bce(logits, targets):
             * weights).mean()
 
 
+def _per_frame(transform, x):
+    """Apply an image transform to every frame of [B, T, C, H, W]."""
+    b, t, c, h, w = x.shape
+    return transform(x.reshape(b * t, c, h, w)).reshape(b, t, c, h, w)
+
+
 class Trainer:
     def __init__(self, net, cfg, device, multi_label, flip):
         self.cfg = cfg
@@ -48,6 +54,7 @@ class Trainer:
         self.seconds = 0.0
         self.rng = np.random.default_rng(0)
         self.best_state = None
+        self.policy = None  # a PolicyAugmenter once the augmentation search has picked one
 
     # -- data ------------------------------------------------------------------------------
     def _to_input(self, x_uint8):
@@ -58,6 +65,8 @@ class Trainer:
         return x.permute(0, 1, 4, 2, 3).float().div_(255.0)
 
     def _augment(self, x):
+        if self.policy is not None:
+            x = _per_frame(self.policy, x)
         if self.flip:
             mask = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(mask[:, None, None, None, None], x.flip(-1), x)
@@ -128,13 +137,16 @@ class Trainer:
 
     # -- prediction ------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, x, tta_flip=False):
-        """Probabilities (softmax, or sigmoid for multi-label) for uint8 examples x."""
+    def predict(self, x, tta_flip=False, transform=None):
+        """Probabilities (softmax, or sigmoid for multi-label) for uint8 examples x;
+        `transform` (float frames [N, C, H, W] -> same) is applied to the inputs first."""
         self.net.eval()
         out = []
         step = self.cfg["test_batch"]
         for start in range(0, len(x), step):
             xb = self._to_input(x[start:start + step])
+            if transform is not None:
+                xb = _per_frame(transform, xb)
             with self._autocast():
                 logits = self.net(xb).float()
                 if tta_flip:

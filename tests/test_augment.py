@@ -1,0 +1,297 @@
+"""Light Fast AutoAugment: the operations, the published pool, policies and the search."""
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from skeleton.augment import OPERATIONS, PolicyAugmenter, load_pool, parse_subpolicy
+from skeleton.augment.ops import GEOMETRY
+from skeleton.augment.search import search_policies
+from skeleton.config import CONFIG_DIR, load_config
+
+CFG = load_config("image")["augment"]
+RANGES = CFG["ranges"]
+WITHOUT_MAGNITUDE = {"AutoContrast", "Equalize", "Invert"}
+
+
+def _batch(channels, n=6, h=20, w=24, seed=0):
+    """uint8-valued float images with structure (a bright block on a varied background)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(20, 120, (n, channels, h, w), generator=g).float()
+    x[:, :, 4:12, 5:15] += 120
+    return x / 255.0
+
+
+def _levels(value, n=6):
+    return torch.full((n,), float(value))
+
+
+def _signs(n=6):
+    return torch.tensor([1.0, -1.0] * (n // 2))
+
+
+@pytest.mark.parametrize("channels", [1, 3, 2])
+@pytest.mark.parametrize("name", sorted(OPERATIONS))
+def test_each_operation_keeps_shape_and_range_and_level_0_is_the_identity(name, channels):
+    x = _batch(channels)
+    for level in (0, 3, 10):
+        y = OPERATIONS[name](x, _levels(level), _signs(), RANGES)
+        assert y.shape == x.shape and y.dtype == x.dtype
+        assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    if name not in WITHOUT_MAGNITUDE:
+        assert torch.allclose(OPERATIONS[name](x, _levels(0), _signs(), RANGES), x, atol=1e-6)
+    changed = OPERATIONS[name](x, _levels(10), _signs(), RANGES)
+    if name == "Color" and channels != 3:
+        assert torch.equal(changed, x)  # saturation is undefined without three colours
+    else:
+        assert (changed - x).abs().max() > 0.02, name
+
+
+def test_operations_do_not_modify_their_input():
+    x = _batch(3)
+    before = x.clone()
+    for name, op in OPERATIONS.items():
+        op(x, _levels(10), _signs(), RANGES)
+        assert torch.equal(x, before), name
+
+
+def test_translate_moves_by_its_share_of_the_side():
+    x = torch.zeros(1, 1, 20, 40)
+    x[0, 0, 10, 20] = 1.0
+    level = 5.0  # 0.45 * 5/10 * 40 = 9 pixels
+    y = OPERATIONS["TranslateX"](x, _levels(level, 1), torch.ones(1), RANGES)
+    moved = (y[0, 0] == y.max()).nonzero().tolist()
+    shift = RANGES["translate"] * level / 10 * 40
+    assert moved == [[10, 20 - round(shift)]] and float(y.max()) > 0.99
+
+
+def test_rotate_turns_by_its_angle_on_a_non_square_image():
+    x = torch.zeros(1, 1, 41, 81)
+    x[0, 0, 20, 25:56] = 1.0  # a horizontal line through the centre
+    y = OPERATIONS["Rotate"](x, _levels(10, 1), torch.ones(1), RANGES)
+    points = (y[0, 0] > 0.3).nonzero().float()
+    points -= points.mean(0)
+    dy, dx = np.linalg.svd(points.numpy())[2][0]
+    angle = math.degrees(math.atan2(dy, dx)) % 180
+    assert min(abs(angle - 30), abs(angle - 150)) < 3
+
+
+def test_uncovered_pixels_take_the_border_colour():
+    x = torch.full((1, 1, 16, 16), 0.2)
+    x[0, 0, 6:10, 6:10] = 0.9
+    y = OPERATIONS["TranslateY"](x, _levels(10, 1), torch.ones(1), RANGES)
+    assert torch.allclose(y[0, 0, :, 0], torch.full((16,), 0.2), atol=1e-5)
+
+
+def test_the_published_pool_loads_without_duplicates():
+    pool = load_pool("autoaugment_cifar")
+    assert len(pool) == 94  # 95 published rows, one repeated
+    assert all(len(sub.steps) == 2 for sub in pool)
+    used = {step.op for sub in pool for step in sub.steps}
+    assert used <= set(OPERATIONS) and {"Cutout", "Rotate", "Posterize"} <= used
+    without = load_pool("autoaugment_cifar", cutout=False)
+    assert len(without) == 91 and all(s.op != "Cutout" for sub in without for s in sub.steps)
+
+
+@pytest.mark.parametrize("row, problem", [
+    (["Blur", 0.5, 3], "unknown operation"),
+    (["Rotate", 1.5, 3], "probability"),
+    (["Rotate", 0.5, 11], "level"),
+    (["Rotate", 0.5], "sub-policy is"),
+])
+def test_bad_pool_rows_are_named_errors(row, problem):
+    with pytest.raises(ValueError, match=problem) as info:
+        parse_subpolicy(row, "configs/mine.yaml")
+    assert "configs/mine.yaml" in str(info.value)
+
+
+def test_a_pool_file_without_subpolicies_is_an_error_naming_it(monkeypatch, tmp_path):
+    (tmp_path / "empty.yaml").write_text("other: 1\n")
+    monkeypatch.setattr("skeleton.augment.policy.CONFIG_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="empty.yaml"):
+        load_pool("empty")
+
+
+def test_policy_application_is_seeded_and_respects_probabilities():
+    pool = load_pool("autoaugment_cifar")
+    x = _batch(3, n=32)
+    a = PolicyAugmenter(pool[:10], RANGES, seed=4)(x)
+    b = PolicyAugmenter(pool[:10], RANGES, seed=4)(x)
+    c = PolicyAugmenter(pool[:10], RANGES, seed=5)(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    never = parse_subpolicy(["Invert", 0.0, 5, "Rotate", 0.0, 9])
+    assert torch.equal(PolicyAugmenter([never], RANGES)(x), x)
+    always = parse_subpolicy(["Invert", 1.0, 5])
+    assert torch.allclose(PolicyAugmenter([always], RANGES)(x), 1 - x)
+    assert torch.equal(PolicyAugmenter([], RANGES)(x), x)
+
+
+def test_geometric_steps_of_a_batch_are_one_resampling_matching_each_operation():
+    """Images that drew different geometric operations in the same step must come out as if
+    each had been transformed alone."""
+    x = _batch(1, n=40)
+    subs = [parse_subpolicy([name, 1.0, 7]) for name in GEOMETRY]
+    aug = PolicyAugmenter(subs, RANGES, seed=1)
+    mixed = aug(x)
+    for i in range(len(x)):
+        alone = [OPERATIONS[name](x[i:i + 1], _levels(7, 1), torch.tensor([s]), RANGES)
+                 for name in GEOMETRY for s in (-1.0, 1.0)]
+        assert any(torch.allclose(mixed[i:i + 1], a, atol=1e-5) for a in alone), i
+
+
+# -- the search ------------------------------------------------------------------------------
+
+def _trained_scorer(seed=0):
+    """A small network trained on a task where brightness decides the class, and its NAUC
+    on held-out images under a transform: the search's score function."""
+    from skeleton.metrics import nauc
+    from skeleton.nn import build_network
+    from skeleton.trainer import Trainer
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    def images(n):
+        y = np.arange(n) % 3
+        x = rng.integers(0, 60, (n, 1, 16, 16, 1)).astype(np.uint8)
+        x[:, :, 2:10, 2:10] += (y * 60)[:, None, None, None, None].astype(np.uint8)
+        return x, np.eye(3, dtype=np.float32)[y]
+
+    x, y = images(192)
+    valid_x, valid_y = images(96)
+    cfg = dict(load_config("image")["train"], batch_cpu=32, batch_cuda=32)
+    trainer = Trainer(build_network("fastnet_small", 1, 3), cfg, torch.device("cpu"),
+                      multi_label=False, flip=False)
+    trainer.plan_phase(60, 0.05)
+    trainer.train_steps(x, y, np.arange(len(x)), max_seconds=30)
+    return lambda transform: nauc(valid_y, trainer.predict(valid_x, transform=transform))
+
+
+def test_search_keeps_only_draws_at_least_as_good_and_is_reproducible():
+    score = _trained_scorer()
+    pool = load_pool("autoaugment_cifar")
+    cfg = dict(CFG, draws=12, max_error_ratio=1.0)  # the original rule: at least as good
+    first = search_policies(score, pool, cfg, deadline=time.time() + 60, seed=3)
+    again = search_policies(score, pool, cfg, deadline=time.time() + 60, seed=3)
+    other = search_policies(score, pool, cfg, deadline=time.time() + 60, seed=4)
+    assert first.tried == 12
+    assert all(d.score >= first.baseline for d in first.kept)
+    assert len(first.kept) <= cfg["top_draws"]
+    assert [d.score for d in first.kept] == sorted((d.score for d in first.kept), reverse=True)
+    assert first.subpolicies == again.subpolicies and first.kept == again.kept
+    assert first.subpolicies != other.subpolicies or not first.kept
+
+
+def test_search_stops_at_its_deadline():
+    score = _trained_scorer()
+    pool = load_pool("autoaugment_cifar")
+    start = time.time()
+    one_draw = time.time()
+    score(PolicyAugmenter(pool[:3], RANGES))
+    one_draw = time.time() - one_draw
+    result = search_policies(score, pool, dict(CFG, draws=10_000), deadline=start + 1.5)
+    spent = time.time() - start
+    assert result.tried < 10_000
+    assert spent < 1.5 + 3 * one_draw + 0.5  # the deadline, plus at most the draw under way
+
+
+def test_search_ranks_draws_and_merges_the_top_ones():
+    pool = [parse_subpolicy([name, 0.5, level]) for name in ("Rotate", "Solarize", "Contrast")
+            for level in (1, 5, 9)]
+    # A scripted score: the baseline is 0.5; a draw scores by its sub-policies' mean level.
+    def score(transform):
+        if transform is None:
+            return 0.5
+        return float(np.mean([s.steps[0].level for s in transform.subpolicies])) / 10
+    result = search_policies(score, pool, dict(CFG, draws=30, top_draws=2, max_error_ratio=1.0,
+                                               subpolicies_per_draw=2), time.time() + 30)
+    assert result.baseline == 0.5 and result.tried == 30 and len(result.kept) == 2
+    assert all(d.score >= 0.5 for d in result.kept)
+    assert result.kept[0].score >= result.kept[1].score
+    merged = result.subpolicies
+    assert len(merged) == len(set(merged)) and set(merged) <= {s for d in result.kept
+                                                               for s in d.subpolicies}
+
+
+def test_search_keeps_nothing_past_its_error_bar():
+    pool = load_pool("autoaugment_cifar")
+    # Clean error 0.1; draws' error 0.2: twice the clean error.
+    score = lambda t: 0.9 if t is None else 0.8  # noqa: E731
+    strict = search_policies(score, pool, dict(CFG, draws=5, max_error_ratio=1.0), time.time() + 30)
+    assert strict.kept == [] and strict.subpolicies == []
+    loose = search_policies(score, pool, dict(CFG, draws=5, max_error_ratio=2.5), time.time() + 30)
+    assert len(loose.kept) == 5 and all(d.score == 0.8 for d in loose.kept)
+
+
+# -- in the learner --------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "train_chunk_s": 0.5},
+        "train": {"min_phase_seconds": 1.0, "horizon_epochs": 1, "batch_cpu": 16,
+                  "batch_cuda": 16, "test_batch": 64},
+        "augment": {"min_time_left_s": 1.0, "max_seconds": 3.0, "budget_fraction": 1.0}}
+
+
+def _run(tmp_path, monkeypatch, overrides, shape=(16, 16, 1), rounds=8):
+    from autodl.dataset import AutoDLDataset
+    from autodl.writer import write_dataset
+
+    config = json.loads(json.dumps(FAST))
+    for key, value in overrides.items():
+        config.setdefault(key, {}).update(value)
+    monkeypatch.setenv("AUTOCLINT_CONFIG", json.dumps(config))
+    monkeypatch.syspath_prepend(ROOT)
+    import model as submission
+
+    rng = np.random.default_rng(0)
+
+    def images(n):
+        y = np.arange(n) % 3
+        x = rng.integers(0, 60, (n, *shape)).astype(np.uint8)
+        x[..., 2:10, 2:10, :] += (y * 60)[(slice(None),) + (None,) * len(shape)].astype(np.uint8)
+        return list(x), y
+
+    path = write_dataset(tmp_path / "a", "a", images(300), images(60), output_dim=3,
+                         image_format="dense")
+    train = AutoDLDataset(os.path.join(path, "a.data", "train"))
+    test = AutoDLDataset(os.path.join(path, "a.data", "test"))
+    m = submission.Model(train.get_metadata())
+    for _ in range(rounds):
+        m.train(train.get_dataset(), remaining_time_budget=60)
+        m.test(test.get_dataset(), remaining_time_budget=60)
+        if m.done_training or (m.learner.trainer is not None and m.learner.phase_count >= 2):
+            break
+    return m.learner
+
+
+def test_learner_searches_once_between_the_first_and_second_phase(tmp_path, monkeypatch,
+                                                                    caplog):
+    with caplog.at_level(logging.INFO, logger="skeleton"):
+        learner = _run(tmp_path, monkeypatch, {})
+    assert learner.phase_count >= 2
+    result = learner.augment_search
+    assert result is not None and result.tried > 0
+    assert result.seconds < FAST["augment"]["max_seconds"] + 2
+    assert any("augment search: baseline" in r.getMessage() for r in caplog.records)
+    if result.kept:
+        assert learner.trainer.policy is not None
+        assert learner.trainer.policy.subpolicies == result.subpolicies
+        assert any("augment search: kept" in r.getMessage() for r in caplog.records)
+
+
+def test_learner_skips_the_search_when_off_or_short_of_time(tmp_path, monkeypatch):
+    learner = _run(tmp_path / "off", monkeypatch, {"augment": {"search": False}})
+    assert learner.phase_count >= 2 and learner.augment_search is None
+    learner = _run(tmp_path / "short", monkeypatch, {"augment": {"min_time_left_s": 1e6}})
+    assert learner.phase_count >= 2 and learner.augment_search is None
+    assert learner.trainer.policy is None
+
+
+def test_video_config_keeps_the_search_off():
+    assert load_config("video")["augment"]["search"] is False
+    assert os.path.exists(os.path.join(CONFIG_DIR, f"{CFG['pool']}.yaml"))
