@@ -75,6 +75,8 @@ class PolicyAugmenter:
         depth = max((len(s.steps) for s in self.subpolicies), default=0)
         # Per step position: each sub-policy's operation (as an index), probability and level.
         self.names = sorted({st.op for s in self.subpolicies for st in s.steps})
+        self.geometric = [k for k, name in enumerate(self.names) if name in GEOMETRY]
+        self._geometric_ids = torch.tensor(self.geometric, dtype=torch.long)
         self.steps = []
         for j in range(depth):
             here = [s.steps[j] if j < len(s.steps) else None for s in self.subpolicies]
@@ -102,12 +104,11 @@ class PolicyAugmenter:
     def _apply_step(self, x, ops, levels, signs):
         """One operation per image (ops[i] indexes self.names; -1: none), in place."""
         h, w = x.shape[2:]
-        geometric = [k for k, name in enumerate(self.names) if name in GEOMETRY]
-        warped = torch.isin(ops, torch.tensor(geometric, dtype=ops.dtype))
+        warped = torch.isin(ops, self._geometric_ids)
         if warped.any():
             index = warped.nonzero().flatten()
             matrices = x.new_zeros(len(index), 2, 3)
-            for k in geometric:
+            for k in self.geometric:
                 rows = (ops[index] == k).nonzero().flatten()
                 if rows.numel():
                     at = index[rows].to(x.device)
