@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from .config import load_config
+from .device import cuda_failed
 from .data.decode import iter_examples
 from .data.profile import input_size, scan
 from .data.store import ExampleStore, FrameAdapter
@@ -55,7 +56,11 @@ class Learner:
         if self.store is None:
             self._first_train(dataset)
         else:
-            self._train_slice()
+            try:
+                self._train_slice()
+            except RuntimeError as error:  # CUDA failures: CPU fallback or keep the best
+                if not cuda_failed(self, error, "training"):
+                    raise
         self.rounds += 1
         log.info("train call %d: %s", self.rounds, self._progress(time.time() - started))
 
@@ -127,11 +132,12 @@ class Learner:
         torch = import_torch()
 
         from .nn import build_network
-        from .trainer import Trainer, pick_device
+        from .device import pick_device
+        from .trainer import Trainer
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
         torch.set_num_threads(max(1, cores))
-        device = pick_device()
+        self.device = device = pick_device()
         net_cfg = self.cfg["net"]
         name = net_cfg["cuda" if device.type == "cuda" else "cpu"]
         frames = self.shape[0]
@@ -266,8 +272,12 @@ class Learner:
         if self.test_x is None:
             self.test_x = self._read_test(dataset)
         if self.pending is not None:
-            self.prediction = np.asarray(self.pending(self.test_x), np.float32)
-            self.pending = None
+            pending, self.pending = self.pending, None
+            try:
+                self.prediction = np.asarray(pending(self.test_x), np.float32)
+            except RuntimeError as error:  # CUDA failed: the earlier predictions stand
+                if not cuda_failed(self, error, "predicting"):
+                    raise
             self.test_seconds = time.time() - start
         self.last_test_at = self.elapsed()
         log.info("test call at %.1f s: %s predictions in %.1f s", self.last_test_at,

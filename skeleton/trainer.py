@@ -1,9 +1,13 @@
 """Training and prediction of one network on in-memory uint8 examples, on CPU or CUDA.
 
+The precision (bf16 / fp16 with loss scaling / fp32) comes from skeleton/device.py.
+
 A phase is planned in optimiser steps once the speed is known: linear warm-up, then cosine
 decay to zero at the end of the phase, so each phase ends at its best weights. The learner
 decides when phases start and when to look at validation.
 """
+import contextlib
+import logging
 import math
 import time
 
@@ -11,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .device import pick_device, precision_for  # noqa: F401  (pick_device: old import path)
 
-def pick_device():
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+log = logging.getLogger("skeleton")
 
 
 def class_balanced_bce(logits, targets):
@@ -31,13 +35,23 @@ def _per_frame(transform, x):
 
 
 class Trainer:
-    def __init__(self, net, cfg, device, multi_label, flip):
+    def __init__(self, net, cfg, device, multi_label, flip, precision=None):
+        """`precision` ('bf16', 'fp16', 'fp32') overrides the choice of skeleton/device.py."""
         self.cfg = cfg
         self.device = device
         self.net = net.to(device)
         self.multi_label = multi_label
         self.flip = flip
         self.cuda = device.type == "cuda"
+        if precision is None:
+            precision, why = precision_for(device, cfg)
+        else:
+            why = "given"
+        self.precision = precision
+        # fp16 needs loss scaling (its range underflows small gradients); a disabled scaler
+        # passes everything through unchanged for bf16 and fp32.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        log.info("precision %s on %s (%s)", precision, device, why)
         # channels_last was faster for every network on both CPU and GPU (skeleton/nn).
         self.net = self.net.to(memory_format=torch.channels_last)
         self.batch = cfg["batch_cuda"] if self.cuda else cfg["batch_cpu"]
@@ -122,18 +136,19 @@ class Trainer:
             with self._autocast():
                 loss = self.loss(self.net(xb), yb)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.steps += 1
             done += 1
         self.seconds += time.time() - start
         return done
 
     def _autocast(self):
-        if self.cuda:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", dtype=torch.bfloat16,
-                              enabled=self.cfg.get("cpu_bf16", False))
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
 
     # -- prediction ------------------------------------------------------------------------
     @torch.no_grad()
