@@ -3,11 +3,22 @@
 `get_dataset()` is a tf.data.Dataset of (example float32 [T, H, W, C], labels float32 [C]):
 DENSE values as stored, COMPRESSED frames decoded to [0, 1]; no shuffle, batch or repeat.
 Metadata needs no TensorFlow; TensorFlow is imported only when a dataset is first built.
+Where TensorFlow cannot be imported, get_dataset() hands a stand-in instead: it builds the
+dataset on first use and, if TensorFlow is still missing then, raises TensorFlowMissing (one
+line naming the package). So a submission that never iterates the datasets (ours reads the
+records itself) runs on machines without TensorFlow.
 """
 import os
 
 from . import layout
 from .reader import channel_count
+
+
+TENSORFLOW_PACKAGE = "tensorflow-cpu"
+
+
+class TensorFlowMissing(ImportError):
+    """A tf.data dataset was used where TensorFlow cannot be imported."""
 
 
 class AutoDLMetadata:
@@ -76,9 +87,12 @@ class AutoDLDataset:
         return [name for name, _ in sorted(mapping.items(), key=lambda item: item[1])]
 
     def get_dataset(self):
-        """The same tf.data.Dataset on every call."""
+        """The same tf.data.Dataset on every call; without TensorFlow, a _DeferredDataset."""
         if self._dataset is None:
-            self._dataset = _build_tf_dataset(self._files, self._metadata)
+            try:
+                self._dataset = _build_tf_dataset(self._files, self._metadata)
+            except ImportError as error:
+                self._dataset = _DeferredDataset(self._files, self._metadata, error)
         return self._dataset
 
     def get_nth_element(self, n):
@@ -87,6 +101,42 @@ class AutoDLDataset:
             if index == n:
                 return example, labels
         raise IndexError(f"{self._split_dir}: no record {n} (size {self._metadata.size()})")
+
+
+class _DeferredDataset:
+    """Stands for the tf.data.Dataset where TensorFlow could not be imported: the first use
+    (iteration, len(), any attribute) builds it, or raises TensorFlowMissing."""
+
+    def __init__(self, files, metadata, error):
+        self._files, self._metadata, self._error = files, metadata, error
+        self._built = None
+
+    def _dataset(self):
+        if self._built is None:
+            try:
+                self._built = _build_tf_dataset(self._files, self._metadata)
+            except ImportError as error:
+                raise TensorFlowMissing(
+                    f"the tf.data dataset of {self._metadata.get_dataset_name()} needs "
+                    f"TensorFlow, which cannot be imported here ({error}); install it with "
+                    f"`pip install {TENSORFLOW_PACKAGE}`, or read the records without it "
+                    "(metadata.get_dataset_name() is their folder)") from None
+        return self._built
+
+    def __getattr__(self, name):
+        if name.startswith("__"):  # protocol probes (copy, numpy, ...) are not a use
+            raise AttributeError(name)
+        return getattr(self._dataset(), name)
+
+    def __iter__(self):
+        return iter(self._dataset())
+
+    def __len__(self):
+        return len(self._dataset())
+
+    def __repr__(self):
+        return f"<tf.data dataset of {self._metadata.get_dataset_name()}, not built: " \
+               f"no TensorFlow ({self._error})>"
 
 
 def _build_tf_dataset(files, metadata):

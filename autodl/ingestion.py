@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the `autodl` package impo
 
 from autodl import layout, runfiles  # noqa: E402
 from autodl.cli import add_flag  # noqa: E402
+from autodl.dataset import TensorFlowMissing  # noqa: E402  (no TensorFlow import)
 from autodl.reader import check_split  # noqa: E402
 
 CLOCK_RULES = ("2019-05", "2019-08", "2019-12")
@@ -123,7 +124,8 @@ def run(dataset_dir, output_dir, code_dir, time_budget, clock_rule="2019-05"):
         check_split(split)
     code_dir = resolve_code_dir(code_dir, output_dir)
 
-    from autodl.dataset import AutoDLDataset  # imports TensorFlow only when needed
+    # Built here, before the clock, when TensorFlow imports; without it, on first use.
+    from autodl.dataset import AutoDLDataset
     train_set, test_set = AutoDLDataset(train_dir), AutoDLDataset(test_dir)
     train_data, test_data = train_set.get_dataset(), test_set.get_dataset()
     shape = (test_set.get_metadata().size(), test_set.get_metadata().get_output_size())
@@ -198,7 +200,8 @@ def main(argv=None):
         error, code = f"bad dataset: {e}", 2
     except SubmissionError as e:
         error, code = str(e), 1
-        if e.__cause__ is not None:  # the submission's own traceback helps its author
+        # The submission's own traceback helps its author; a missing TensorFlow is one line.
+        if e.__cause__ is not None and not isinstance(e.__cause__, TensorFlowMissing):
             traceback.print_exception(e.__cause__, file=sys.stderr)
     if error:
         _log(f"error: {error}")
