@@ -124,7 +124,9 @@ class _DeferredDataset:
         return self._built
 
     def __getattr__(self, name):
-        if name.startswith("__"):  # protocol probes (copy, numpy, ...) are not a use
+        # Protocol probes (copy, numpy, ...) are not a use, and our own fields must not
+        # recurse while copy or pickle restores them.
+        if name.startswith("__") or name in ("_files", "_metadata", "_error", "_built"):
             raise AttributeError(name)
         return getattr(self._dataset(), name)
 

@@ -54,6 +54,13 @@ def test_precision_override_and_cpu_switch():
     assert choose_precision((6, 0), dict(cfg, fp16_min_capability=6.0))[0] == "fp16"
 
 
+def test_the_trainer_asks_cuda_for_the_capability(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    cfg = load_config("video")["train"]
+    assert device_mod.precision_for(torch.device("cuda"), cfg)[0] == "fp16"
+    assert device_mod.precision_for(torch.device("cpu"), cfg)[0] == "fp32"
+
+
 def test_unknown_precision_is_a_one_line_error():
     cfg = dict(load_config("image")["train"], precision="half")
     for capability in ((8, 0), None):

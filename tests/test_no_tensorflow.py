@@ -4,6 +4,9 @@ import os
 import sys
 
 import pytest
+# The last test below imports TensorFlow in this process: torchvision (triton) must come first,
+# or a later test that loads it segfaults (see conftest.py).
+import torchvision  # noqa: F401
 
 from autodl import run_local_test
 from autodl.dataset import TENSORFLOW_PACKAGE, AutoDLDataset, TensorFlowMissing
@@ -21,6 +24,8 @@ def test_datasets_are_built_on_first_use_where_tensorflow_is_missing(tiny_datase
         assert dataset.get_metadata().size() == 60 and dataset.get_class_labels() is None
         assert data is dataset.get_dataset()
         assert not hasattr(data, "__array__")  # probes are not uses
+        import copy
+        assert copy.copy(data)._metadata is data._metadata
         for use in (lambda: next(iter(data)), lambda: len(data), lambda: data.take(1),
                     lambda: dataset.get_nth_element(0)):
             with pytest.raises(TensorFlowMissing) as error:
