@@ -2,6 +2,7 @@
 capabilities are faked, the fp32/fp16/bf16 training paths run on the CPU, and CUDA failures
 are raised by monkeypatched stand-ins at each stage."""
 import json
+import logging
 import os
 import time
 
@@ -110,9 +111,12 @@ def test_each_precision_trains_a_few_steps_on_the_cpu(precision, dtype):
     assert probs.shape == (len(x), 3) and np.allclose(probs.sum(1), 1, atol=1e-3)
 
 
-def test_trainer_without_a_given_precision_asks_the_device_module():
-    assert _trainer(None).precision == "fp32"
-    assert _trainer(None, cpu_bf16=True).precision == "bf16"
+def test_trainer_without_a_given_precision_asks_the_device_module(caplog):
+    with caplog.at_level(logging.INFO, logger="skeleton"):
+        assert _trainer(None).precision == "fp32"
+        assert _trainer(None, cpu_bf16=True).precision == "bf16"
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("precision")] == [
+        "precision fp32 on cpu (CPU)", "precision bf16 on cpu (cpu_bf16 is on)"]
 
 
 def test_a_gpu_without_kernels_for_it_is_not_picked(monkeypatch, capsys):
