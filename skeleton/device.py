@@ -13,6 +13,7 @@ says so in one line on stderr, then either moves the network to the CPU (no netw
 been kept yet: nothing is lost) or stops training and keeps the best predictions so far.
 """
 import logging
+import os
 import sys
 
 log = logging.getLogger("skeleton")
@@ -20,6 +21,17 @@ log = logging.getLogger("skeleton")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 _cuda_broken = False  # set once the CUDA path failed in this process: never pick it again
+
+
+def gpu_present():
+    """Whether a CUDA device is likely, without importing torch (the first read happens
+    before torch is imported): an NVIDIA driver with a GPU, not hidden by the environment."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    try:
+        return bool(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return False
 
 
 def choose_precision(capability, cfg):
@@ -91,11 +103,14 @@ def cuda_failed(learner, error, stage):
         return False
     _cuda_broken = True
     trainer = learner.trainer
-    kept = learner.best_source == "net" or (trainer is not None and trainer.best_state is not None)
+    kept = learner.best_source in ("net", "finetune") or (
+        trainer is not None and trainer.best_state is not None)
     if not kept:
         report(f"CUDA failed while {stage} ({first_line(error)}); "
                "the network starts again on the CPU")
-        learner.trainer = None  # the next train() call builds it on the CPU
+        learner.trainer = None  # the next train() call builds it (and transfer) on the CPU
+        learner.transfer = learner.scratch = None
+        learner.second_view = learner.finetuning = False
         learner.device = None
     else:
         report(f"CUDA failed while {stage} ({first_line(error)}); "

@@ -6,6 +6,9 @@ Later train() calls: import torch, build the network, keep reading the training 
   slices, train in phases planned from the measured speed, and return to test() on a
   growing, log-spaced interval as soon as validation improves on the best so far. Between
   the first and second phase, images get the Light Fast AutoAugment search (skeleton/augment).
+Transfer (skeleton/transfer.py) runs beside the network in slices: frozen ImageNet features
+  under a linear head, offered when they validate better; if the head beats the network
+  trained from scratch, the pretrained network replaces it and is fine-tuned.
 test() returns the predictions of the best validated model; done_training ends the loop
   when time is nearly out or validation is saturated.
 """
@@ -37,10 +40,19 @@ class Learner:
         self.store = None
         self.test_x = None
         self.trainer = None
+        self.transfer = None       # the TransferStage while it runs
+        self.test_x2 = None        # the test set at the pretrained trunk's size, if it differs
+        self.second_view = False   # the live network reads the second (larger) view
+        self.finetuning = False    # the live network is the pretrained one
+        self.scratch = None        # the scratch network's state during a fine-tuning trial
+        self.trial_end = None      # when the trial must have beaten the frozen head
+        self.spent = {"transfer": 0.0, "net": 0.0}  # seconds each took while both ran
+        self.net_best = -np.inf    # the best validation of a network trained from scratch
+        self.finetune_best = -np.inf  # ... and of the fine-tuned pretrained network
         self.best_score = -np.inf
         self.best_source = None
         self.prediction = None     # test predictions of the best model so far
-        self.pending = None        # callable producing better test predictions
+        self.pending = None        # () -> better test predictions, run at the next test()
         self.last_test_at = 0.0    # elapsed seconds at the last test()
         self.test_seconds = 1.0    # how long a prediction took, for the reserve
         self.rounds = 0
@@ -70,7 +82,7 @@ class Learner:
         trainer = self.trainer
         if trainer is not None and trainer.steps:
             epochs = trainer.steps * trainer.batch / max(1, len(self.train_idx))
-            lr = trainer.optimizer.param_groups[0]["lr"]
+            lr = trainer.lr
             text += (f", {trainer.steps} steps ({epochs:.2f} epochs), lr {lr:.4f}, "
                      f"loaded {self.store.size}/{self.metadata.size()}")
         return text + (", done" if self.done_training else "")
@@ -87,8 +99,9 @@ class Learner:
         data = self.cfg["data"]
         self.shape = input_size(self.profile, data)
         adapter = FrameAdapter(self.profile, *self.shape)
+        second, second_max = self._second_view()
         self.store = ExampleStore(itertools.chain(first, examples), adapter, self.classes,
-                                  data["cache_max_mb"] * 2 ** 20)
+                                  data["cache_max_mb"] * 2 ** 20, second, second_max)
         self.sorted = self.profile.looks_sorted(data["sorted_unseen_ratio"])
         total = self.metadata.size()
         if self.sorted:  # the first records say nothing of the rest: read everything
@@ -108,13 +121,38 @@ class Learner:
                  self.shape, self.store.size, total, n_valid, self.sorted)
         self.quick = QuickModel(self.cfg["quick"]).fit(x[self.train_idx], y[self.train_idx])
         score = self._valid_score(lambda v: self.quick.predict(v))
-        self._offer("quick", score, lambda t: self.quick.predict(t))
+        self._offer("quick", score, lambda: self.quick.predict(self.test_x))
 
-    def _valid_score(self, predict):
+    def _second_view(self):
+        """The adapter (and how many examples) for a pretrained trunk's larger input, when
+        transfer is on and the images are larger than the network's input; else (None, 0)."""
+        tcfg = self.cfg["transfer"]
+        if not tcfg["enabled"]:
+            return None, 0
+        from .device import gpu_present
+        from .data.profile import transfer_size
+        frames, height, width = self.shape
+        self.transfer_shape = transfer_size(self.profile.height, self.profile.width, tcfg,
+                                            gpu_present())
+        native = self.profile.height <= height and self.profile.width <= width
+        if native or (self.transfer_shape[0] <= height and self.transfer_shape[1] <= width):
+            return None, 0  # the stored images are as large as needed: resized on the fly
+        second = FrameAdapter(self.profile, frames, *self.transfer_shape)
+        return second, tcfg["max_train_records"] + self.cfg["data"]["valid_max"]
+
+    def _arrays(self, second=False):
+        return self.store.second_arrays() if second else self.store.arrays()
+
+    def _valid_score(self, predict, second=None):
+        """Held-out NAUC of predict(x_valid), on the live network's view by default."""
         if len(self.valid_idx) == 0:
             return None
-        x, y = self.store.arrays()
+        x, y = self._arrays(self.second_view if second is None else second)
         return nauc(y[self.valid_idx], predict(x[self.valid_idx]))
+
+    def _test_view(self, second=None):
+        second = self.second_view if second is None else second
+        return self.test_x2 if second and self.test_x2 is not None else self.test_x
 
     def _offer(self, source, score, predict_test):
         """Keep a model's test predictions if it validates better than the best so far."""
@@ -149,8 +187,99 @@ class Learner:
         self.trainer = Trainer(net, train_cfg, device, self.profile.multi_label, flip=False)
         self.flip_probed = not train_cfg["flip"]
         self.phase_count = 0
+        self.peak_lr = train_cfg["lr"]
         log.info("network %s (%s) on %s, %d threads", name, net.weights_used, device,
                  torch.get_num_threads())
+        if self.cfg["transfer"]["enabled"]:
+            self._build_transfer(device)
+
+    # -- transfer --------------------------------------------------------------------------
+    def _build_transfer(self, device):
+        from .transfer import TransferStage, build_pretrained
+
+        tcfg = self.cfg["transfer"]
+        net = build_pretrained(tcfg, self.profile.channels, self.classes, self.shape[0],
+                               "residual" if self.cfg["net"]["temporal_block"] else "mean",
+                               self.transfer_shape, device.type == "cuda")
+        if net is not None:
+            self.transfer = TransferStage(net, tcfg, self.profile.multi_label, device)
+            log.info("transfer: %s (%s) at %s px", net.name, net.weights_used,
+                     "x".join(map(str, self.transfer_shape)))
+
+    def _transfer_turn(self):
+        """Whether the stage is due a slice: it gets `transfer.share` of the time both use,
+        until the scratch network validates better than its head (then it ends)."""
+        stage = self.transfer
+        if stage.score is not None and self.net_best > stage.score:
+            log.info("transfer: dropped (scratch network %.4f > frozen head %.4f)",
+                     self.net_best, stage.score)
+            self.transfer = None
+            return False
+        used = self.spent["transfer"]
+        return used <= self.cfg["transfer"]["share"] * (used + self.spent["net"])
+
+    def _transfer_step(self, seconds):
+        """A slice of the transfer stage; True when it made a better prediction to hand over."""
+        stage = self.transfer
+        second = self.store.x2 is not None
+        x, y = self._arrays(second)
+        train_idx = self.train_idx[self.train_idx < len(x)]
+        event = stage.work(x, y, self.valid_idx, train_idx, self._test_view(second),
+                           self.best_score, time.time() + seconds)
+        if event == "drop":
+            log.info("transfer: dropped (the frozen head does not beat %s)", self.best_source)
+            self.transfer = None
+        elif event == "fitted":
+            return self._offer("transfer", stage.score, stage.predict_test)
+        elif event == "complete":
+            self._choose_route(stage)
+        return False
+
+    def _choose_route(self, stage):
+        """Every usable example is under the frozen head: fine-tune the pretrained network if
+        the head validates better than the network trained from scratch, else drop it."""
+        tcfg = self.cfg["transfer"]
+        self.transfer = None
+        left = self._time_left() - self._reserve()
+        if not (tcfg["finetune"] and stage.score is not None and stage.score > self.net_best
+                and left >= tcfg["finetune_min_s"]):
+            log.info("transfer: frozen head %.4f, scratch network %.4f, %.0f s left: keeping "
+                     "the scratch network", stage.score or 0.0, self.net_best, left)
+            return
+        from .trainer import Trainer
+        from .transfer import init_head_from, train_only_tail
+
+        net = stage.net
+        if not self.profile.is_video:  # same pooled features: start from the fitted head
+            init_head_from(net, stage.head)
+        train_only_tail(net, tcfg["finetune_blocks"])
+        old = self.trainer
+        train_cfg = dict(self.cfg["train"], temperature=1.0, lr=tcfg["finetune_lr"])
+        self.trainer = Trainer(net, train_cfg, old.device, self.profile.multi_label,
+                               flip=old.flip, trunk_lr_scale=tcfg["trunk_lr_scale"],
+                               frozen_bn=tcfg["frozen_bn"])
+        self.trainer.policy = old.policy
+        # A trial: unless the fine-tuned network beats the frozen head on held-out data by
+        # trial_end, the scratch network comes back where it stopped (_end_trial).
+        self.scratch = (old, self.phase_count, self.peak_lr, stage.score)
+        self.trial_end = time.time() + min(tcfg["finetune_trial_s"],
+                                           tcfg["finetune_trial_fraction"] * left)
+        self.second_view = self.store.x2 is not None
+        self.finetuning = True
+        self.peak_lr = tcfg["finetune_lr"]
+        self.phase_count = 0
+        log.info("transfer: frozen head %.4f > scratch network %.4f: fine-tuning %s on trial "
+                 "for %.0f s, %.0f s left", stage.score, self.net_best, net.name,
+                 self.trial_end - time.time(), left)
+
+    def _end_trial(self):
+        """The fine-tuning trial is over without beating the frozen head: back to scratch."""
+        old, self.phase_count, self.peak_lr, head_score = self.scratch
+        log.info("transfer: fine-tuned network valid NAUC %.4f after its trial does not beat "
+                 "the frozen head %.4f: back to the scratch network", self.finetune_best,
+                 head_score)
+        self.trainer, self.scratch = old, None
+        self.second_view = self.finetuning = False
 
     def _steps_per_second(self):
         t = self.trainer
@@ -160,9 +289,11 @@ class Learner:
         """At most horizon_epochs passes over the data and a share of the time left."""
         train = self.cfg["train"]
         speed = self._steps_per_second() or 5.0
-        epoch_steps = max(len(self.train_idx), self.metadata.size()) / self.trainer.batch
+        examples = (len(self._train_indices()) if self.second_view
+                    else max(len(self.train_idx), self.metadata.size()))
+        epoch_steps = examples / self.trainer.batch
         time_steps = train["horizon_budget_fraction"] * self._time_left() * speed
-        peak = train["lr"] * train["phase_lr_decay"] ** (self.phase_count - 1)
+        peak = self.peak_lr * train["phase_lr_decay"] ** (self.phase_count - 1)
         self.trainer.plan_phase(min(train["horizon_epochs"] * epoch_steps, time_steps), peak,
                                 start=start)
         log.info("phase %d: %d steps at peak lr %.4f (%.1f steps/s)", self.phase_count,
@@ -171,7 +302,7 @@ class Learner:
     def _start_phase(self):
         if self.phase_count:  # later phases restart from the best weights, at a lower LR
             self.trainer.restore_best()
-            if self.phase_count == 1:
+            if self.phase_count == 1 and self.augment_search is None and self.scratch is None:
                 self._search_augmentation()
         self.phase_count += 1
         self.replanned = False
@@ -191,6 +322,12 @@ class Learner:
         self.store.fill(max_seconds=self.cfg["schedule"]["read_slice_s"])
         self.train_idx = np.concatenate([self.train_idx, np.arange(before, self.store.size)])
 
+    def _train_indices(self):
+        """The training examples the live network can read (its view may hold fewer)."""
+        if not self.second_view:
+            return self.train_idx
+        return self.train_idx[self.train_idx < len(self.store.second_arrays()[0])]
+
     def _train_slice(self):
         if self.trainer is None:
             self._build_trainer()
@@ -201,6 +338,15 @@ class Learner:
         give_up = test_due + (test_due - self.last_test_at)
         while self._time_left() > self._reserve():
             self._read_more()
+            if self.scratch is not None and time.time() >= self.trial_end:
+                self._end_trial()
+            if self.transfer is not None and self._transfer_turn():
+                started = time.time()
+                offered = self._transfer_step(sched["train_chunk_s"])
+                self.spent["transfer"] += time.time() - started
+                if offered:
+                    return  # its better prediction goes out now
+                continue
             if self.trainer.phase is None:
                 self._start_phase()
             elif self.trainer.phase_done():
@@ -211,9 +357,11 @@ class Learner:
                     self.trainer.phase = None
                     return
                 self._start_phase()
-            x, y = self.store.arrays()
+            x, y = self._arrays(self.second_view)
             chunk = min(sched["train_chunk_s"], max(0.2, test_due - self.elapsed()))
-            self.trainer.train_steps(x, y, self.train_idx, chunk)
+            started = time.time()
+            self.trainer.train_steps(x, y, self._train_indices(), chunk)
+            self.spent["net"] += time.time() - started
             if not self.replanned and self._steps_per_second():
                 self._plan_phase(start=self.trainer.phase["start"])  # now the speed is known
                 self.replanned = True
@@ -260,8 +408,19 @@ class Learner:
             self._probe_flip(score)
         if score is not None and score >= 2 * self.cfg["schedule"]["valid_auc_stop"] - 1:
             self.done_training = True
+        source = "finetune" if self.finetuning else "net"
+        if score is not None:
+            if source == "net":
+                self.net_best = max(self.net_best, score)
+            else:
+                self.finetune_best = max(self.finetune_best, score)
         tta = self.cfg["train"]["tta_flip"] and trainer.flip
-        if self._offer("net", score, lambda t: trainer.predict(t, tta_flip=tta)):
+        test_x = self._test_view()
+        if self._offer(source, score, lambda: trainer.predict(test_x, tta_flip=tta)):
+            if source == "finetune" and self.scratch is not None:
+                log.info("transfer: the fine-tuned network wins its trial (valid NAUC %.4f)",
+                         score)
+                self.scratch = None  # fine-tuning it is, for the rest of the run
             trainer.save_best()
             return True
         return False
@@ -274,7 +433,7 @@ class Learner:
         if self.pending is not None:
             pending, self.pending = self.pending, None
             try:
-                self.prediction = np.asarray(pending(self.test_x), np.float32)
+                self.prediction = np.asarray(pending(), np.float32)
             except RuntimeError as error:  # CUDA failed: the earlier predictions stand
                 if not cuda_failed(self, error, "predicting"):
                     raise
@@ -285,8 +444,16 @@ class Learner:
         return self.prediction
 
     def _read_test(self, dataset):
-        adapter = self.store.adapter
-        frames = [adapter(x) for x, _ in iter_examples(dataset, _TestMetadata(self.metadata))]
+        """The test set at the network's size (and at the second view's, when there is one)."""
+        adapter, second = self.store.adapter, self.store.second
+        frames, frames2 = [], []
+        for x, _ in iter_examples(dataset, _TestMetadata(self.metadata)):
+            frames.append(adapter(x))
+            if second is not None:
+                frames2.append(second(x))
+        if second is not None:
+            self.test_x2 = (np.stack(frames2) if frames2
+                            else np.zeros((0, *self.store.x2.shape[1:]), np.uint8))
         return np.stack(frames) if frames else np.zeros((0, *self.store.x.shape[1:]), np.uint8)
 
 

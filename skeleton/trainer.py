@@ -35,13 +35,19 @@ def _per_frame(transform, x):
 
 
 class Trainer:
-    def __init__(self, net, cfg, device, multi_label, flip, precision=None):
-        """`precision` ('bf16', 'fp16', 'fp32') overrides the choice of skeleton/device.py."""
+    """precision ('bf16', 'fp16', 'fp32') overrides the choice of skeleton/device.py;
+    trunk_lr_scale: the pretrained trunk learns at this share of the rate (1: one rate for
+    all); frozen_bn: the trunk's BatchNorm keeps its (ImageNet) statistics, so small batches of
+    a new domain do not drag them around."""
+
+    def __init__(self, net, cfg, device, multi_label, flip, precision=None, trunk_lr_scale=1.0,
+                 frozen_bn=False):
         self.cfg = cfg
         self.device = device
         self.net = net.to(device)
         self.multi_label = multi_label
         self.flip = flip
+        self.frozen_bn = frozen_bn
         self.cuda = device.type == "cuda"
         if precision is None:
             precision, why = precision_for(device, cfg)
@@ -55,15 +61,20 @@ class Trainer:
         # channels_last was faster for every network on both CPU and GPU (skeleton/nn).
         self.net = self.net.to(memory_format=torch.channels_last)
         self.batch = cfg["batch_cuda"] if self.cuda else cfg["batch_cpu"]
-        decay, no_decay = [], []
+        groups = {}
         for name, p in self.net.named_parameters():
-            (no_decay if p.ndim <= 1 else decay).append(p)
+            if not p.requires_grad:  # frozen (the early blocks of a fine-tuned trunk)
+                continue
+            scale = trunk_lr_scale if name.startswith("trunk.") else 1.0
+            decay = cfg["weight_decay"] if p.ndim > 1 else 0.0
+            groups.setdefault((scale, decay), []).append(p)
         self.optimizer = torch.optim.SGD(
-            [{"params": decay, "weight_decay": cfg["weight_decay"]},
-             {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": params, "weight_decay": decay, "lr_scale": scale}
+             for (scale, decay), params in groups.items()],
             lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
         self.temperature = cfg.get("temperature", 1.0)
         self.steps = 0
+        self.lr = 0.0      # the base rate of the last step (the trunk's may be scaled down)
         self.phase = None
         self.seconds = 0.0
         self.rng = np.random.default_rng(0)
@@ -119,6 +130,10 @@ class Trainer:
     def train_steps(self, x, y, indices, max_seconds, max_steps=None):
         """Train on random batches of x[indices] until a time or step limit; returns steps."""
         self.net.train()
+        if self.frozen_bn:
+            for module in self.net.trunk.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         start, done = time.time(), 0
         if len(indices) == 0:
             return 0
@@ -131,8 +146,9 @@ class Trainer:
                                             replace=len(indices) < self.batch))
             xb = self._augment(self._to_input(x[batch]))
             yb = torch.from_numpy(y[batch]).to(self.device)
+            lr = self.lr = self._lr()
             for group in self.optimizer.param_groups:
-                group["lr"] = self._lr()
+                group["lr"] = lr * group["lr_scale"]
             with self._autocast():
                 loss = self.loss(self.net(xb), yb)
             self.optimizer.zero_grad(set_to_none=True)

@@ -61,3 +61,14 @@ def input_size(profile, cfg):
              for s in (h, w)]
     return frames, min(sides[0], max(cap, cfg["side_multiple"])), \
         min(sides[1], max(cap, cfg["side_multiple"]))
+
+
+def transfer_size(height, width, cfg, cuda):
+    """(h, w) the pretrained trunk sees: the images' own size, enlarged to at least min_side
+    (ImageNet trunks shrink inputs 32x: a 28-px digit would be one feature pixel) and shrunk
+    to at most max_side (the cost grows with the area)."""
+    longest = max(height, width)
+    target = min(max(longest, cfg["min_side"]), cfg["max_side_cuda" if cuda else "max_side_cpu"])
+    multiple = cfg["side_multiple"]
+    return tuple(max(multiple, int(round(side * target / longest / multiple)) * multiple)
+                 for side in (height, width))

@@ -51,16 +51,31 @@ class FrameAdapter:
                          for c in range(frame.shape[2])], axis=-1)
 
 
-class ExampleStore:
-    """Grows as records are read; x uint8 [N, T, H, W, C], y float32 [N, C]."""
+def _grow(array, rows):
+    return np.concatenate([array, np.zeros((rows - len(array), *array.shape[1:]), array.dtype)])
 
-    def __init__(self, examples, adapter, classes, max_bytes):
+
+class ExampleStore:
+    """Grows as records are read; x uint8 [N, T, H, W, C], y float32 [N, C].
+
+    `second` (an adapter, and a count): the first `second_max` examples are also kept at that
+    adapter's size in x2 (the larger input of a pretrained trunk; skeleton/transfer.py).
+    """
+
+    def __init__(self, examples, adapter, classes, max_bytes, second=None, second_max=0):
         self.examples = examples  # iterator of (frames, labels)
         self.adapter = adapter
         shape = (adapter.frames, adapter.height, adapter.width, adapter.channels)
-        self.capacity = max(1, int(max_bytes // max(1, np.prod(shape))))
+        self.second = second
+        self.second_max = second_max if second is not None else 0
+        second_bytes = (np.prod((second.frames, second.height, second.width, second.channels))
+                        * self.second_max if second is not None else 0)
+        self.capacity = max(1, int((max_bytes - second_bytes) // max(1, np.prod(shape))))
         self.x = np.zeros((min(1024, self.capacity), *shape), np.uint8)
         self.y = np.zeros((len(self.x), classes), np.float32)
+        self.x2 = None if second is None else np.zeros(
+            (min(1024, self.second_max), second.frames, second.height, second.width,
+             second.channels), np.uint8)
         self.size = 0
         self.exhausted = False
         self.truncated = False  # stopped at the memory cap
@@ -68,12 +83,13 @@ class ExampleStore:
     def add(self, frames, labels):
         if self.size == len(self.x):
             grown = min(self.capacity, 2 * len(self.x))
-            self.x = np.concatenate([self.x, np.zeros((grown - len(self.x), *self.x.shape[1:]),
-                                                      np.uint8)])
-            self.y = np.concatenate([self.y, np.zeros((grown - len(self.y), self.y.shape[1]),
-                                                      np.float32)])
+            self.x, self.y = _grow(self.x, grown), _grow(self.y, grown)
         self.x[self.size] = self.adapter(frames)
         self.y[self.size] = labels
+        if self.size < self.second_max:
+            if self.size == len(self.x2):
+                self.x2 = _grow(self.x2, min(self.second_max, 2 * len(self.x2)))
+            self.x2[self.size] = self.second(frames)
         self.size += 1
 
     def fill(self, max_records=None, max_seconds=None):
@@ -97,3 +113,8 @@ class ExampleStore:
 
     def arrays(self):
         return self.x[:self.size], self.y[:self.size]
+
+    def second_arrays(self):
+        """(x2, y) of the examples kept at the second size (the first min(size, second_max))."""
+        n = min(self.size, self.second_max)
+        return self.x2[:n], self.y[:n]

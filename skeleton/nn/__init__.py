@@ -42,16 +42,17 @@ __all__ = ["NETWORKS", "Classifier", "InputStem", "TemporalResidual", "build_net
 
 
 def build_network(name, in_channels, num_classes, frames=1, temporal="residual",
-                  weights="auto", models_dir=None):
+                  weights="auto", models_dir=None, **classifier_options):
     """A Classifier with the `name` trunk.
 
     weights: "auto" (the network's pretrained source when present, else random + warning;
     fastnet: random), "none" (random), or a path to a .pth state dict of the trunk (strict,
     minus the original classifier). models_dir: where resnet18 looks for its ImageNet file
-    (default: the repo's models/).
+    (default: the repo's models/). classifier_options go to Classifier (imagenet_norm,
+    input_size, head_bias).
     """
     if name not in NETWORKS:
         raise KeyError(f"unknown network {name!r}; registered: {sorted(NETWORKS)}")
     trunk, used = NETWORKS[name](weights=weights, models_dir=models_dir)
     return Classifier(name, trunk, in_channels, num_classes, frames=frames, temporal=temporal,
-                      weights_used=used)
+                      weights_used=used, **classifier_options)

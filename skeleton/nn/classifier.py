@@ -1,22 +1,31 @@
 """What every network shares: input stem, pooling, temporal block and the linear head."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-MEAN, STD = 0.5, 0.25  # the original's normalisation of [0, 1] inputs
+MEAN, STD = 0.5, 0.25  # the original's normalisation of [0, 1] inputs, for random-init trunks
+# What ImageNet weights were trained on (torchvision's per-channel RGB statistics).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class InputStem(nn.Module):
     """[N, C, H, W] in [0, 1] -> normalised [N, 3, H, W] for a 3-channel trunk.
 
     1 channel is repeated (grey images look like grey RGB to ImageNet weights); 3 pass; any
-    other count goes through a learnable 3x3 conv to 3 channels.
+    other count goes through a learnable 3x3 conv to 3 channels. `imagenet` normalises with
+    ImageNet's statistics (what pretrained trunks expect) instead of the original's 0.5/0.25;
+    `size` (h, w) resizes inputs of another size first (small images for pretrained trunks).
     """
 
-    def __init__(self, in_channels):
+    def __init__(self, in_channels, imagenet=False, size=None):
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         self.in_channels = in_channels
+        self.size = tuple(size) if size else None
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else ((MEAN,) * 3, (STD,) * 3)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.mix = None
         if in_channels not in (1, 3):
             self.mix = nn.Conv2d(in_channels, 3, 3, padding=1, bias=False)
@@ -30,12 +39,14 @@ class InputStem(nn.Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} channels, got input of shape "
                              f"{tuple(x.shape)}")
-        x = (x - MEAN) / STD
-        if self.mix is not None:
-            return self.mix(x)
-        if self.in_channels == 1:
-            return x.repeat(1, 3, 1, 1)
-        return x
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > self.size[1])
+        if self.mix is not None:  # any channel count: mixed to 3 around grey
+            x = self.mix((x - x.new_tensor(MEAN)) / STD) * STD + MEAN
+        elif self.in_channels == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std
 
 
 class TemporalResidual(nn.Module):
@@ -61,7 +72,7 @@ class Classifier(nn.Module):
     """
 
     def __init__(self, name, trunk, in_channels, num_classes, frames=1, temporal="residual",
-                 weights_used="random"):
+                 weights_used="random", imagenet_norm=False, input_size=None, head_bias=False):
         super().__init__()
         if temporal not in ("residual", "mean"):
             raise ValueError(f"temporal must be 'residual' or 'mean', got {temporal!r}")
@@ -71,24 +82,27 @@ class Classifier(nn.Module):
         self.frames = frames
         self.temporal_mode = temporal
         self.weights_used = weights_used
-        self.stem = InputStem(in_channels)
+        self.stem = InputStem(in_channels, imagenet=imagenet_norm, size=input_size)
         self.trunk = trunk
         self.feature_dim = trunk.out_features
         self.temporal = (TemporalResidual(self.feature_dim)
                          if frames > 1 and temporal == "residual" else None)
-        self.head = nn.Linear(self.feature_dim, num_classes, bias=False)
+        self.head = nn.Linear(self.feature_dim, num_classes, bias=head_bias)
         nn.init.xavier_uniform_(self.head.weight)
 
-    def features(self, x):
-        """[B, T, C, H, W] -> pooled features [B, D] (before the head)."""
+    def frame_features(self, x):
+        """[B, T, C, H, W] -> per-frame pooled trunk features [B, T, D]."""
         if x.dim() == 4:  # tolerate plain image batches [B, C, H, W]
             x = x.unsqueeze(1)
         if x.dim() != 5:
             raise ValueError(f"expected [B, T, C, H, W], got shape {tuple(x.shape)}")
         b, t = x.shape[:2]
         f = self.trunk(self.stem(x.reshape(b * t, *x.shape[2:])))
-        f = f.mean(dim=(2, 3))  # global average pooling -> [B*T, D]
-        f = f.reshape(b, t, -1)
+        return f.mean(dim=(2, 3)).reshape(b, t, -1)  # global average pooling
+
+    def features(self, x):
+        """[B, T, C, H, W] -> pooled features [B, D] (before the head)."""
+        f = self.frame_features(x)
         if self.temporal is not None:
             f = self.temporal(f.transpose(1, 2)).transpose(1, 2)
         return f.mean(dim=1)

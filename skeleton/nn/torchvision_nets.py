@@ -31,6 +31,10 @@ class ResNetTrunk(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
+    def blocks(self):
+        """The trunk's stages in order (fine-tuning may train only the last ones)."""
+        return [self.conv1, self.bn1, self.layer1, self.layer2, self.layer3, self.layer4]
+
 
 class MobileNetTrunk(nn.Module):
     """torchvision MobileNetV2's `features` (keys "features.*", as in the weight file)."""
@@ -42,6 +46,10 @@ class MobileNetTrunk(nn.Module):
 
     def forward(self, x):
         return self.features(x)
+
+    def blocks(self):
+        """The trunk's stages in order (fine-tuning may train only the last ones)."""
+        return list(self.features)
 
 
 @register("resnet18")

@@ -1,0 +1,260 @@
+"""Transfer from ImageNet: a pretrained trunk's frozen features under a fast linear head, and
+the same network to fine-tune when the head shows that the features carry the task.
+
+The learner runs it in slices between training chunks (skeleton/learner.py):
+  1. features of the held-out examples and of the first `probe_records` training examples;
+     a head on them is the probe: if it does not beat the best model so far, the stage ends
+     (digits that a small network learns in seconds do not pay for ImageNet features);
+  2. otherwise features of the test set, the head's predictions are offered, and more training
+     examples are featurised (up to `max_train_records`), the head refitted and offered again;
+  3. then the route: if the head validates better than the network trained from scratch,
+     that network is replaced by the pretrained one, fine-tuned with its head started from the
+     linear head; if not, the scratch network goes on and the stage is dropped.
+"""
+import logging
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .metrics import nauc
+from .nn import build_network
+
+log = logging.getLogger("skeleton")
+
+
+def build_pretrained(cfg, channels, classes, frames, temporal, size, cuda):
+    """The first backbone of the configured list whose ImageNet weights load, else None."""
+    for name in cfg["backbones_cuda" if cuda else "backbones_cpu"]:
+        try:
+            net = build_network(name, channels, classes, frames=frames, temporal=temporal,
+                                weights="auto", imagenet_norm=True, input_size=size,
+                                head_bias=True)
+        except Exception as error:  # noqa: BLE001  (a broken backbone must not end the run)
+            log.warning("transfer: %s could not be built (%s: %s)", name, type(error).__name__,
+                        error)
+            continue
+        if net.weights_used != "random":
+            return net
+    log.warning("transfer: no pretrained backbone available (%s); training from scratch only",
+                ", ".join(cfg["backbones_cuda" if cuda else "backbones_cpu"]))
+    return None
+
+
+class LinearHead:
+    """Softmax (or, for multi-label, per-class sigmoid) regression on standardised features,
+    L2-penalised, fitted with L-BFGS; the penalty is picked from `l2_grid` on held-out data."""
+
+    def __init__(self, multi_label, l2_grid, max_iter):
+        self.multi_label = multi_label
+        self.l2_grid = l2_grid
+        self.max_iter = max_iter
+        self.l2 = None
+        self.weight = self.bias = None
+
+    def _fit_one(self, f, y, l2, start=None):
+        """One penalised fit; `start` (w, b) warm-starts it (a refit on more examples)."""
+        if start is None:
+            start = torch.zeros(f.shape[1], y.shape[1]), torch.zeros(y.shape[1])
+        w, b = (t.clone().requires_grad_(True) for t in start)
+        optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=self.max_iter,
+                                      line_search_fn="strong_wolfe")
+        target = y if self.multi_label else y.argmax(dim=1)
+
+        def closure():
+            optimizer.zero_grad()
+            logits = f @ w + b
+            loss = (F.binary_cross_entropy_with_logits(logits, target) if self.multi_label
+                    else F.cross_entropy(logits, target))
+            loss = loss + l2 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return w.detach(), b.detach()
+
+    def fit(self, f_train, y_train, f_valid=None, y_valid=None, grid=None):
+        """Fit on train; with held-out data, try every penalty of `grid` (default: l2_grid)
+        and keep the best. Returns the held-out NAUC of the kept head (None without held-out
+        data or a usable class)."""
+        # A refit with one penalty starts from the current head, in its standardisation.
+        start = ((self.weight, self.bias) if grid is not None and len(grid) == 1
+                 and self.weight is not None else None)
+        f = torch.from_numpy(np.asarray(f_train, np.float32))
+        # Floored spread: a feature that barely varies must not get a huge weight, which a
+        # fine-tuned network would inherit (its head starts from this one).
+        std = f.std(dim=0)
+        self.mean, self.std = f.mean(dim=0), std.clamp_min(0.1 * float(std.mean()) + 1e-6)
+        f = (f - self.mean) / self.std
+        y = torch.from_numpy(np.asarray(y_train, np.float32))
+        has_valid = f_valid is not None and len(f_valid) > 0
+        grid = grid or self.l2_grid
+        grid = grid if has_valid else grid[:1]
+        best = None
+        for l2 in grid:
+            self.weight, self.bias = self._fit_one(f, y, l2, start)
+            score = nauc(y_valid, self.predict(f_valid)) if has_valid else None
+            if best is None or (score is not None and score > best[0]):
+                best = (score if score is not None else -np.inf, l2, self.weight, self.bias)
+        score, self.l2, self.weight, self.bias = best
+        return None if score == -np.inf else score
+
+    def logits(self, features):
+        f = (torch.from_numpy(np.asarray(features, np.float32)) - self.mean) / self.std
+        return f @ self.weight + self.bias
+
+    def predict(self, features):
+        logits = self.logits(features)
+        return (torch.sigmoid(logits) if self.multi_label
+                else torch.softmax(logits, dim=1)).numpy()
+
+    def raw_weights(self):
+        """(W [classes, D], b) of the same head on unstandardised features, for nn.Linear."""
+        weight = self.weight / self.std[:, None]
+        return weight.T.contiguous(), self.bias - self.mean @ weight
+
+
+class FrozenFeatures:
+    """Pooled features of a pretrained trunk, per stored example, filled in time slices.
+
+    Images: the trunk's global-average-pooled features. Video: the frame features averaged
+    over the first and over the second half of the clip, side by side, so a linear head can
+    read how they change (motion and order), not only what is there.
+    """
+
+    def __init__(self, net, device, batch):
+        # channels_last: 3-10x faster for these trunks on CPU (skeleton/nn speed table).
+        self.net = net.to(device).to(memory_format=torch.channels_last).eval()
+        self.device = device
+        self.batch = batch
+        self.rows = {}  # store index -> feature vector
+
+    @torch.no_grad()
+    def compute(self, x_uint8):
+        x = torch.from_numpy(x_uint8).to(self.device)
+        x = x.permute(0, 1, 4, 2, 3).float().div_(255.0)
+        f = self.net.frame_features(x).float()
+        if f.shape[1] == 1:
+            return f[:, 0].cpu().numpy()
+        half = max(1, f.shape[1] // 2)
+        return torch.cat([f[:, :half].mean(dim=1), f[:, half:].mean(dim=1)
+                          if f.shape[1] > half else f[:, :half].mean(dim=1)],
+                         dim=1).cpu().numpy()
+
+    def fill(self, x, indices, deadline):
+        """Featurise x[i] for the i in indices not done yet, until the deadline; returns True
+        when all of them are done."""
+        todo = [int(i) for i in indices if int(i) not in self.rows]
+        for start in range(0, len(todo), self.batch):
+            if time.time() >= deadline:
+                return False
+            chunk = todo[start:start + self.batch]
+            for i, row in zip(chunk, self.compute(x[chunk])):
+                self.rows[i] = row
+        return True
+
+    def matrix(self, indices):
+        return np.stack([self.rows[int(i)] for i in indices])
+
+    def done(self, indices):
+        return all(int(i) in self.rows for i in indices)
+
+
+def compute_all(features, x):
+    """Features of every example of x (the test set) in order, computed by batches."""
+    out = []
+    for start in range(0, len(x), features.batch):
+        out.append(features.compute(x[start:start + features.batch]))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def train_only_tail(net, blocks):
+    """Freeze the trunk but its last `blocks` stages (all of it trains when blocks <= 0 or the
+    trunk does not list its stages): cheaper steps, and the generic early filters stay."""
+    stages = net.trunk.blocks() if hasattr(net.trunk, "blocks") else []
+    if blocks <= 0 or not stages:
+        return
+    for stage in stages[:-blocks]:
+        for p in stage.parameters():
+            p.requires_grad_(False)
+
+
+def init_head_from(net, head):
+    """Start the network's nn.Linear head from a fitted LinearHead (images: same features)."""
+    weight, bias = head.raw_weights()
+    with torch.no_grad():
+        net.head.weight.copy_(weight)
+        net.head.bias.copy_(bias)
+
+
+class TransferStage:
+    """The frozen-feature part of the stage as a sequence of steps, each bounded by a deadline:
+    probe -> test -> grow -> complete (see the module's docstring). The learner owns the data
+    and the best-model bookkeeping; this owns the features and the head."""
+
+    def __init__(self, net, cfg, multi_label, device):
+        self.cfg = cfg
+        self.net = net
+        self.features = FrozenFeatures(net, device, cfg["batch"])
+        self.head = LinearHead(multi_label, cfg["l2_grid"], cfg["lbfgs_iterations"])
+        self.state = "probe"
+        self.score = None          # held-out NAUC of the current head
+        self.fitted_on = 0         # training examples under the current head
+        self.test_rows = []        # test features, in order, filled in batches
+        self.test_features = None
+
+    def work(self, x, y, valid_idx, train_idx, x_test, best_score, deadline):
+        """Do the next piece of work until the deadline. Returns "drop" (the probe lost: end
+        the stage), "fitted" (a new head with test predictions; offer it), "complete" (every
+        usable training example is under the head) or None (more work to do)."""
+        if self.state == "probe":
+            probe = train_idx[:self.cfg["probe_records"]]
+            if not (self.features.fill(x, valid_idx, deadline)
+                    and self.features.fill(x, probe, deadline)):
+                return None
+            self._fit(y, valid_idx, probe, search=True)
+            log.info("transfer probe: frozen head valid NAUC %s on %d examples (l2 %s) vs best "
+                     "so far %.4f", _fmt(self.score), len(probe), self.head.l2, best_score)
+            if self.score is None or self.score <= best_score:
+                return "drop"
+            self.state = "test"
+        if self.state == "test":
+            done = sum(len(rows) for rows in self.test_rows)
+            while done < len(x_test):
+                if time.time() >= deadline:
+                    return None
+                self.test_rows.append(self.features.compute(x_test[done:done + self.features.batch]))
+                done += len(self.test_rows[-1])
+            self.test_features = (np.concatenate(self.test_rows) if self.test_rows
+                                  else np.zeros((0, 1), np.float32))
+            self.state = "grow"
+            return "fitted"
+        if self.state == "grow":
+            usable = train_idx[:self.cfg["max_train_records"]]
+            complete = self.features.fill(x, usable, deadline)
+            done = [i for i in usable if int(i) in self.features.rows]
+            if complete or len(done) >= self.cfg["refit_growth"] * self.fitted_on:
+                self._fit(y, valid_idx, done, search=False)
+                log.info("transfer: frozen head valid NAUC %s on %d examples", _fmt(self.score),
+                         len(done))
+                if complete:
+                    self.state = "complete"
+                return "fitted"
+            return None
+        return "complete"
+
+    def _fit(self, y, valid_idx, train_idx, search):
+        # Later fits keep the penalty the probe picked: one fit each, not one per grid value.
+        grid = None if search else [self.head.l2]
+        valid = self.features.matrix(valid_idx) if len(valid_idx) else None
+        self.score = self.head.fit(self.features.matrix(train_idx), y[train_idx], valid,
+                                   y[valid_idx], grid=grid)
+        self.fitted_on = len(train_idx)
+
+    def predict_test(self):
+        return self.head.predict(self.test_features)
+
+
+def _fmt(score):
+    return "none" if score is None else f"{score:.4f}"

