@@ -123,7 +123,8 @@ class FrozenFeatures:
     read how they change (motion and order), not only what is there.
     """
 
-    def __init__(self, net, device, batch):
+    def __init__(self, net, device, batch, max_frames=None):
+        self.max_frames = max_frames  # video: at most this many frames, evenly spaced
         # channels_last: 3-10x faster for these trunks on CPU (skeleton/nn speed table).
         self.net = net.to(device).to(memory_format=torch.channels_last).eval()
         self.device = device
@@ -132,7 +133,10 @@ class FrozenFeatures:
 
     @torch.no_grad()
     def compute(self, x_uint8):
-        x = torch.from_numpy(x_uint8).to(self.device)
+        if self.max_frames and x_uint8.shape[1] > self.max_frames:
+            keep = np.linspace(0, x_uint8.shape[1] - 1, self.max_frames).round().astype(int)
+            x_uint8 = x_uint8[:, keep]
+        x = torch.from_numpy(np.ascontiguousarray(x_uint8)).to(self.device)
         x = x.permute(0, 1, 4, 2, 3).float().div_(255.0)
         f = self.net.frame_features(x).float()
         if f.shape[1] == 1:
@@ -196,7 +200,7 @@ class TransferStage:
     def __init__(self, net, cfg, multi_label, device):
         self.cfg = cfg
         self.net = net
-        self.features = FrozenFeatures(net, device, cfg["batch"])
+        self.features = FrozenFeatures(net, device, cfg["batch"], cfg["max_frames"])
         self.head = LinearHead(multi_label, cfg["l2_grid"], cfg["lbfgs_iterations"])
         self.state = "probe"
         self.score = None          # held-out NAUC of the current head
