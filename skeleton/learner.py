@@ -207,8 +207,9 @@ class Learner:
                      "x".join(map(str, self.transfer_shape)))
 
     def _transfer_turn(self):
-        """Whether the stage is due a slice: it gets `transfer.share` of the time both use,
-        until the scratch network validates better than its head (then it ends)."""
+        """Whether the stage is due a slice: it gets `transfer.share` of the time both use
+        (probe_share while it probes), until the scratch network validates better than its
+        head (then it ends)."""
         stage = self.transfer
         if stage.score is not None and self.net_best > stage.score:
             log.info("transfer: dropped (scratch network %.4f > frozen head %.4f)",
@@ -216,7 +217,8 @@ class Learner:
             self.transfer = None
             return False
         used = self.spent["transfer"]
-        return used <= self.cfg["transfer"]["share"] * (used + self.spent["net"])
+        share = self.cfg["transfer"]["probe_share" if stage.state == "probe" else "share"]
+        return used <= share * (used + self.spent["net"])
 
     def _transfer_step(self, seconds):
         """A slice of the transfer stage; True when it made a better prediction to hand over."""
