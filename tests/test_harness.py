@@ -1,7 +1,9 @@
 """End-to-end runs of the harness (ingestion + scoring processes) on tiny datasets."""
+import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -180,3 +182,139 @@ def test_command_line_runner_with_single_and_double_dashes(tmp_path, tiny_datase
     assert result.returncode == 0, result.stderr
     assert "[tiny] ALC " in result.stdout and "3 predictions" in result.stdout
     assert (tmp_path / "o" / "ingestion.log").exists()
+
+
+# -- hostile submissions: nothing they write or start steers or outlives the harness ----------
+# The whole run (runner, ingestion, scoring, the submission's children) ends this long after
+# the budget at most, whatever the submission does.
+RUN_END_LIMIT_S = 10.0
+
+
+def _run_cli(tmp_path, dataset, budget, behaviour, *flags, env=None, timeout=120):
+    """The runner as a separate program, so that a harness that never ends fails the test."""
+    script = os.path.join(os.path.dirname(run_local_test.__file__), "run_local_test.py")
+    env = dict(os.environ, SCRIPTED_BEHAVIOUR=behaviour,
+               SCRIPTED_PROBE=str(tmp_path / "probe.txt"), **(env or {}))
+    result = subprocess.run(
+        [sys.executable, script, "-dataset_dir", dataset, "-code_dir", SCRIPTED,
+         "-time_budget", str(budget), "-output_dir", str(tmp_path / "out"),
+         "-score_dir", str(tmp_path / "scores"), "-progress", "false", *flags],
+        capture_output=True, text=True, env=env, timeout=timeout)
+    run_json = tmp_path / "scores" / "run.json"
+    summary = json.loads(run_json.read_text()) if run_json.exists() else None
+    return result, summary
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_forged_pid_in_start_txt_kills_nothing(tmp_path, tiny_dataset, monkeypatch):
+    victim = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        _scripted(monkeypatch, "forge_pid")
+        monkeypatch.setenv("SCRIPTED_VICTIM", str(victim.pid))
+        summary = _run(tmp_path, tiny_dataset(), 5)
+        assert victim.poll() is None, "the harness signalled a process named in start.txt"
+        assert "time budget" in summary["error"]
+        assert summary["run_overrun_s"] < RUN_END_LIMIT_S
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_a_forged_clock_and_forged_predictions_are_ignored(tmp_path, tiny_dataset):
+    result, summary = _run_cli(tmp_path, tiny_dataset(), 5, "forge_clock")
+    assert result.returncode == 1, result.stderr
+    assert summary["run_overrun_s"] < RUN_END_LIMIT_S
+    # Only what ingestion handed over counts, at the times the runner saw it arrive.
+    assert 1 <= summary["num_predictions"] == len(summary["timestamps"])
+    assert max(summary["timestamps"]) <= 5
+    assert all(n != 0 for n in summary["nauc_scores"])  # no all-ones forgery among them
+
+
+def test_the_solution_is_out_of_the_submissions_reach(tmp_path, tiny_dataset, monkeypatch):
+    _scripted(monkeypatch, "peek_solution")
+    monkeypatch.setenv("SCRIPTED_PROBE", str(tmp_path / "probe.txt"))
+    summary = _run(tmp_path, tiny_dataset(), 60)
+    assert summary["ingestion_success"], summary["error"]
+    assert set((tmp_path / "probe.txt").read_text().split("\n")) == {"solution not found", ""}
+    assert summary["final_nauc"] < 0.9
+
+
+@pytest.mark.parametrize("behaviour, rule, message", [
+    ("hang_import", "2019-05", "time budget reached"),
+    ("hang_import", "2019-08", "clock did not start within 5 s"),
+    ("hang_init", "2019-12", "clock did not start within 5 s"),
+])
+def test_setup_that_never_returns_is_stopped(tmp_path, tiny_dataset, behaviour, rule, message):
+    started = time.time()
+    result, summary = _run_cli(tmp_path, tiny_dataset(), 5, behaviour, "-clock_rule", rule,
+                               "-setup_cap", "5")
+    assert result.returncode == 1, result.stderr
+    assert message in summary["error"]
+    assert summary["num_predictions"] == 0
+    # Harness start-up (TensorFlow) + the cap or the budget + the clean-up.
+    assert time.time() - started < 60
+
+
+def test_nothing_the_submission_started_outlives_the_run(tmp_path, tiny_dataset, monkeypatch):
+    _scripted(monkeypatch, "orphans")
+    probe = tmp_path / "probe.txt"
+    monkeypatch.setenv("SCRIPTED_PROBE", str(probe))
+    summary = _run(tmp_path, tiny_dataset(), 60)
+    assert summary["ingestion_success"], summary["error"]
+    pids = [int(line.split()[1]) for line in probe.read_text().splitlines()]
+    assert len(pids) == 3
+    assert [pid for pid in pids if _alive(pid)] == []
+    out = tmp_path / "out"
+    before = sorted(os.listdir(out))
+    time.sleep(1.0)
+    assert sorted(os.listdir(out)) == before  # nobody writes there any more
+
+
+def test_zip_submissions_are_unpacked_within_limits(tmp_path):
+    from autodl import ingestion
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as z:
+        for i in range(5):
+            z.writestr(f"f{i}.txt", "x")
+    with pytest.raises(ingestion.SubmissionError, match="5 entries, over the limit of 3"):
+        ingestion.extract_zip(str(many), str(tmp_path / "a"), max_entries=3)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("model.py", b"\0" * 2_000_000)
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ingestion.SubmissionError, match="unpacks to more than"):
+        ingestion.extract_zip(str(bomb), str(tmp_path / "b"), max_bytes=1_000_000)
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../../escaped.py", "x")
+        z.writestr("model.py", "x")
+    ingestion.extract_zip(str(evil), str(tmp_path / "c" / "d"))
+    assert not (tmp_path / "escaped.py").exists()
+    assert (tmp_path / "c" / "d" / "escaped.py").exists()
+
+
+@pytest.mark.parametrize("where", ["dataset", "dataset parent", "inside dataset",
+                                   "submission"])
+def test_output_folders_never_hold_the_inputs(tmp_path, tiny_dataset, capsys, where):
+    dataset = tiny_dataset()
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "model.py").write_text(open(os.path.join(SCRIPTED, "model.py")).read())
+    target = {"dataset": dataset, "dataset parent": os.path.dirname(dataset),
+              "inside dataset": os.path.join(dataset, "out"), "submission": str(code)}[where]
+    for flag in ("-output_dir", "-score_dir"):
+        other = "-score_dir" if flag == "-output_dir" else "-output_dir"
+        code_ = run_local_test.main(["-dataset_dir", dataset, "-code_dir", str(code),
+                                     "-time_budget", "5", flag, target,
+                                     other, str(tmp_path / "elsewhere"), "-progress", "false"])
+        assert code_ == 2
+        assert "refusing to overwrite or delete it" in capsys.readouterr().err
+        assert os.path.exists(os.path.join(dataset, "tiny.solution"))
+        assert (code / "model.py").exists()
