@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the `autodl` package impo
 
 from autodl import layout, runfiles  # noqa: E402
 from autodl.cli import add_flag  # noqa: E402
-from autodl.reader import check_split  # noqa: E402
+from autodl.reader import check_splits  # noqa: E402
 
 CLOCK_RULES = ("2019-05", "2019-08", "2019-12")
 CONSTRUCTION_CAP_S = 20 * 60  # 2019-12 rule: construction outside the budget, at most this
@@ -207,8 +207,7 @@ def run(dataset_dir, output_dir, code_dir, time_budget, clock_rule="2019-05", ou
     name = layout.task_name(data_dir)
     train_dir = layout.split_dir(data_dir, "train")
     test_dir = layout.split_dir(data_dir, "test")
-    for split in (train_dir, test_dir):
-        check_split(split)
+    check_splits(data_dir)
     code_dir = resolve_code_dir(code_dir, tempfile.mkdtemp(prefix="autodl-code-"))
 
     from autodl.dataset import AutoDLDataset  # imports TensorFlow only when needed

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the `autodl` package impo
 from autodl import guard, layout, runfiles  # noqa: E402
 from autodl.cli import add_flag, str2bool  # noqa: E402
 from autodl.ingestion import CLOCK_RULES  # noqa: E402
-from autodl.reader import check_split  # noqa: E402
+from autodl.reader import check_splits  # noqa: E402
 
 DEFAULT_OUTPUT_DIR = os.path.join(HERE, "AutoDL_sample_result_submission")
 DEFAULT_SCORE_DIR = os.path.join(HERE, "AutoDL_scoring_output")
@@ -43,8 +43,7 @@ def check_dataset(dataset_dir):
     """Fail before anything starts if the dataset is malformed; returns the task name."""
     data_dir = layout.find_data_dir(dataset_dir)
     name = layout.task_name(data_dir)
-    for split in layout.SPLITS:
-        check_split(layout.split_dir(data_dir, split))
+    check_splits(data_dir)
     test_spec = layout.read_metadata(layout.split_dir(data_dir, "test"))
     layout.read_solution(layout.solution_path(os.path.dirname(data_dir), name),
                          expected_rows=test_spec.sample_count,
@@ -233,7 +232,8 @@ def _run(data_dir, staging, name, shape, code_dir, time_budget, output_dir, scor
          clock_rule, progress, setup_cap):
     _become_subreaper()
     report_r, report_w = os.pipe()
-    piped = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    piped = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                 errors="replace")
     # The submission's temporary files go to the staging folder, removed after the run.
     ingestion_env = dict(os.environ, TMPDIR=os.path.join(staging, "tmp"))
     launched = time.time()

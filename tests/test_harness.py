@@ -9,8 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from autodl import layout, run_local_test
-from autodl.records import iter_records
+from autodl import codec, ingestion, layout, run_local_test
+from autodl.records import iter_records, write_records
 
 SCRIPTED = os.path.join(os.path.dirname(__file__), "submissions", "scripted")
 # Slack allowed past T: scoring polls each second, then gives SIGTERM 2 s before SIGKILL.
@@ -108,6 +108,9 @@ def _corrupt(dataset, name):
     train = os.path.join(data, "train")
     record_file = os.path.join(train, f"sample-{name}-train.tfrecord")
     metadata = os.path.join(train, "metadata.textproto")
+    test_dir = os.path.join(data, "test")
+    test_metadata = os.path.join(test_dir, "metadata.textproto")
+    solution = os.path.join(dataset, f"{name}.solution")
     return {
         "missing metadata": (lambda: os.remove(metadata), metadata, "metadata file is missing"),
         "garbled metadata": (lambda: open(metadata, "w").write("sample_count: {{{ nope"),
@@ -124,7 +127,50 @@ def _corrupt(dataset, name):
         "two data folders": (lambda: os.makedirs(os.path.join(dataset, "other.data")),
                              dataset, "2 *.data folders"),
         "no data folder": (lambda: os.rename(data, data + "_gone"), dataset, "no *.data folder"),
+        "record without id": (lambda: _edit_record(record_file, _drop_id), record_file,
+                              "record 0: record has no id"),
+        "label out of range": (lambda: _edit_record(record_file, _label_7), record_file,
+                               "label_index 7 outside 0..2"),
+        "dense frame size": (lambda: _edit_record(record_file, _short_frame), record_file,
+                             "dense frames must hold 6x6x1 = 36 values"),
+        "output_dim mismatch": (lambda: _replace(test_metadata, "output_dim: 3",
+                                                 "output_dim: 4"),
+                                test_metadata, "output_dim is 4 but the train split's is 3"),
+        "solution values": (lambda: _replace(solution, "1 0 0", "2 0 0"), solution,
+                            "holds 2; labels must be 0 or 1"),
+        "empty test split": (lambda: _empty_test(dataset, name), test_dir,
+                             "the test split holds no records"),
+        "non-UTF-8 file name": (lambda: os.rename(record_file.encode(),
+                                                  train.encode() + b"/sample-\xff.tfrecord"),
+                                "sample-\\xff.tfrecord", "the name is not valid UTF-8"),
     }
+
+
+def _edit_record(path, change):
+    payloads = list(iter_records(path))
+    example = codec.parse_record(payloads[0])
+    change(example)
+    payloads[0] = example.SerializeToString()
+    write_records(path, payloads)
+
+
+def _drop_id(example):
+    del example.context.feature["id"]
+
+
+def _label_7(example):
+    example.context.feature["label_index"].int64_list.value[0] = 7
+
+
+def _short_frame(example):
+    del example.feature_lists.feature_list[codec.DENSE_KEY].feature[0].float_list.value[-1]
+
+
+def _empty_test(dataset, name):
+    test = os.path.join(dataset, f"{name}.data", "test")
+    write_records(os.path.join(test, f"sample-{name}-test.tfrecord"), [])
+    _replace(os.path.join(test, "metadata.textproto"), "sample_count: 30", "sample_count: 0")
+    open(os.path.join(dataset, f"{name}.solution"), "w").close()
 
 
 def _truncate(path):
@@ -151,7 +197,10 @@ def _replace(path, old, new):
 
 @pytest.mark.parametrize("fault", ["missing metadata", "garbled metadata", "truncated records",
                                    "corrupt records", "wrong sample_count", "missing solution",
-                                   "solution shape", "two data folders", "no data folder"])
+                                   "solution shape", "two data folders", "no data folder",
+                                   "record without id", "label out of range", "dense frame size",
+                                   "output_dim mismatch", "solution values", "empty test split",
+                                   "non-UTF-8 file name"])
 def test_bad_datasets_get_a_clear_error(tmp_path, tiny_dataset, fault, capsys):
     dataset = tiny_dataset()
     breaking, where, message = _corrupt(dataset, "tiny")[fault]
@@ -163,6 +212,27 @@ def test_bad_datasets_get_a_clear_error(tmp_path, tiny_dataset, fault, capsys):
                                 "-time_budget", "5", "-output_dir", str(tmp_path / "o"),
                                 "-score_dir", str(tmp_path / "s"), "-progress", "false"])
     assert code == 2 and message in capsys.readouterr().err
+    if fault in ("missing solution", "solution shape", "solution values"):
+        return  # ingestion never reads the solution
+    # Ingestion on its own (the platform's way) says the same, before any submission code.
+    code = ingestion.main(["-dataset_dir", dataset, "-code_dir", SCRIPTED, "-time_budget", "5",
+                           "-output_dir", str(tmp_path / "i")])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_undecodable_image_is_a_dataset_error(tmp_path, tiny_dataset, capsys):
+    dataset = tiny_dataset(image_format="png")
+    path = os.path.join(dataset, "tiny.data", "test", "sample-tiny-test.tfrecord")
+
+    def garbage(example):
+        frame = example.feature_lists.feature_list[codec.COMPRESSED_KEY].feature[0]
+        frame.bytes_list.value[0] = b"not an image at all"
+    _edit_record(path, garbage)
+    code = run_local_test.main(["-dataset_dir", dataset, "-code_dir", SCRIPTED,
+                                "-time_budget", "5", "-output_dir", str(tmp_path / "o"),
+                                "-score_dir", str(tmp_path / "s"), "-progress", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{path}: record 0: undecodable image frame" in err
 
 
 def test_record_files_are_checked_record_by_record(tmp_path, tiny_dataset):
