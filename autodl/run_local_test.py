@@ -9,6 +9,7 @@ detailed_results.html, run.json).
 """
 import argparse
 import json
+import math
 import os
 import queue
 import shutil
@@ -516,6 +517,12 @@ def main(argv=None):
     add_flag(parser, "setup_cap", type=float, default=SETUP_CAP_S,
              help="seconds allowed before the clock starts (default 1200)")
     args = parser.parse_args(argv)
+    for flag in ("time_budget", "setup_cap"):
+        value = getattr(args, flag)
+        if not (math.isfinite(value) and value > 0):
+            print(f"error: -{flag} must be a positive number of seconds, got {value:g}",
+                  file=sys.stderr)
+            return 2
     try:
         summary = run(args.dataset_dir, args.code_dir, args.time_budget, args.output_dir,
                       args.score_dir, args.clock_rule, args.progress, args.setup_cap)
