@@ -208,7 +208,9 @@ def run(dataset_dir, output_dir, code_dir, time_budget, clock_rule="2019-05", ou
     train_dir = layout.split_dir(data_dir, "train")
     test_dir = layout.split_dir(data_dir, "test")
     check_splits(data_dir)
-    code_dir = resolve_code_dir(code_dir, tempfile.mkdtemp(prefix="autodl-code-"))
+    # Under the runner, TMPDIR is a folder it removes after the run.
+    scratch = output_dir if isinstance(outbox, FolderOutbox) else tempfile.gettempdir()
+    code_dir = resolve_code_dir(code_dir, scratch)
 
     from autodl.dataset import AutoDLDataset  # imports TensorFlow only when needed
     train_set, test_set = AutoDLDataset(train_dir), AutoDLDataset(test_dir)

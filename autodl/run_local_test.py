@@ -283,15 +283,16 @@ def _run(data_dir, staging, name, shape, code_dir, time_budget, output_dir, scor
                 break
             bar.update(start, score_dir)
             time.sleep(0.1)
-        ingestion_ended = time.time()
+        decided = time.time()  # ingestion ended, or we stop it: later reports do not count
         if state["stopped"]:
             _log(state["stopped"])
             tree.stop(ingestion, usage)
         tree.kill_all()  # whatever it left behind, in its group, a new session or orphaned
         _reap_wait(ingestion, usage, 2.0)
+        ingestion_ended = time.time()
         report.thread.join(timeout=1.0)
         for stamp, words, matrix in report.pending():  # sent before it ended
-            if stamp <= ingestion_ended:
+            if stamp <= decided:
                 _handle(words, matrix, stamp, state, name, output_dir, time_budget,
                         clock_rule, scoring)
         error = state["stopped"] or state["error"] or report.problem

@@ -388,3 +388,12 @@ def test_output_folders_never_hold_the_inputs(tmp_path, tiny_dataset, capsys, wh
         assert "refusing to overwrite or delete it" in capsys.readouterr().err
         assert os.path.exists(os.path.join(dataset, "tiny.solution"))
         assert (code / "model.py").exists()
+
+
+def test_a_submission_ignoring_sigterm_and_its_child_end_with_the_run(tmp_path, tiny_dataset):
+    result, summary = _run_cli(tmp_path, tiny_dataset(), 5, "stubborn")
+    assert result.returncode == 1 and "time budget reached" in summary["error"]
+    assert summary["num_predictions"] >= 1
+    assert summary["run_overrun_s"] < RUN_END_LIMIT_S
+    pids = [int(line.split()[1]) for line in (tmp_path / "probe.txt").read_text().splitlines()]
+    assert pids and [pid for pid in pids if _alive(pid)] == []

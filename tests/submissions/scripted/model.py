@@ -10,10 +10,12 @@ forge_pid / forge_clock: rewrite start.txt (another process's pid from SCRIPTED_
 start an hour later and prediction files of their own), then predict forever. peek_solution: looks for the
 .solution above get_dataset_name() and predicts it if found. hang_import / hang_init: never
 return from the import or from Model(). orphans: starts children (same group, a new session,
-an orphaned grandchild) that outlive it and keep writing, then ends normally.
+an orphaned grandchild) that outlive it and keep writing, then ends normally. stubborn:
+ignores SIGTERM, starts a child in a new session that ignores it too, and predicts forever.
 """
 import glob
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -94,6 +96,8 @@ class Model:
             while True:
                 time.sleep(1)
         self.split_dir = metadata.get_dataset_name()
+        if BEHAVIOUR == "stubborn":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.classes = metadata.get_output_size()
         self.done_training = False
         self.calls = 0
@@ -107,7 +111,12 @@ class Model:
             time.sleep(3600)
         if BEHAVIOUR == "orphans" and self.calls == 1:
             _spawn_orphans()
-        if BEHAVIOUR in ("never_done", "forge_pid", "forge_clock"):
+        if BEHAVIOUR == "stubborn" and self.calls == 1:
+            child = subprocess.Popen([sys.executable, "-c", "import signal, time\n"
+                                      "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                                      "time.sleep(600)"], start_new_session=True)
+            _note(f"pid {child.pid}")
+        if BEHAVIOUR in ("never_done", "forge_pid", "forge_clock", "stubborn"):
             time.sleep(0.5)
         elif self.calls >= 3:
             self.done_training = True
