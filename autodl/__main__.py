@@ -11,12 +11,13 @@ fit writes OUT/dataset/ (when it converted), OUT/learning-curve.png, OUT/predict
 import argparse
 import csv
 import glob
+import math
 import os
 import shutil
 import sys
 import zipfile
 
-from . import convert
+from . import convert, guard
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZIP_LIMIT_BYTES = 300 * 2 ** 20  # the platform's limit on a submission
@@ -57,7 +58,20 @@ def _read_lines(path):
         return [line.rstrip("\n") for line in f]
 
 
+def _one_line(name):
+    """A name as one CSV line: line breaks written as \\n and \\r."""
+    return name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r") \
+        if ("\n" in name or "\r" in name) else name
+
+
 def _write_predictions(path, names, labels, rows):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"{path}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise UserError(f"{path}: is a folder; give a CSV file name")
+    names = [_one_line(n) for n in names]
+    labels = [_one_line(str(n)) for n in labels]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "class", *labels])
@@ -80,9 +94,19 @@ def _as_probabilities(rows, dataset, name):
     return (e / e.sum(axis=1, keepdims=True)).tolist()
 
 
+def check_budget(value):
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"--time_budget must be a positive number of seconds, got {value:g}")
+
+
 def fit(args):
     from .run_local_test import format_summary, run
+    check_budget(args.time_budget)
     out = os.path.abspath(args.out)
+    # OUT/dataset and OUT/run are replaced: OUT must keep clear of the data and of the code.
+    guard.refuse_overlap("--out", out, [("data", args.data)], UserError)
+    guard.refuse_overlap("--out", out, [("images folder", args.images), ("repository", REPO)],
+                         UserError, allow_inside=True)
     os.makedirs(out, exist_ok=True)
     dataset = _prepare_dataset(args.data, args.images, out, args.test_ratio, args.seed)
     name = os.path.basename(glob.glob(os.path.join(dataset, "*.data"))[0])[:-len(".data")]
@@ -105,8 +129,9 @@ def fit(args):
     last = max(predictions, key=lambda p: int(p.rsplit("_", 1)[1]))
     with open(last) as f:
         rows = [[float(v) for v in line.split()] for line in f if line.strip()]
-    labels = _read_lines(os.path.join(dataset, f"{name}_label.name")) or \
-        [str(i) for i in range(len(rows[0]))]
+    labels = _read_lines(os.path.join(dataset, f"{name}_label.name"))
+    if not labels or len(labels) != len(rows[0]):  # absent, or names that broke the lines
+        labels = [str(i) for i in range(len(rows[0]))]
     names = _read_lines(os.path.join(dataset, name + convert.TEST_FILES_SUFFIX))
     if names is None or len(names) != len(rows):
         names = [f"test record {i}" for i in range(len(rows))]
@@ -124,9 +149,15 @@ def predict(args):
         raise UserError(f"{args.model}: no such model file")
     if not os.path.isdir(args.images):
         raise UserError(f"{args.images}: not a folder")
+    out_folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_folder):
+        raise UserError(f"{args.out}: the folder {out_folder} does not exist")
     sys.path.insert(0, REPO)
     from skeleton import persist
-    predictor = persist.load(args.model)
+    try:
+        predictor = persist.load(args.model)
+    except persist.ModelFileError as e:
+        raise UserError(str(e)) from None
     paths = sorted(os.path.join(d, f) for d, _, files in os.walk(args.images) for f in files
                    if os.path.splitext(f)[1].lower() in convert.IMAGE_EXTENSIONS)
     readable = [p for p in paths if convert._probe_image(p) is not None]  # reports the rest
@@ -155,12 +186,33 @@ def submission_files(repo=REPO):
     return files
 
 
+def check_zip_destination(out, repo=REPO):
+    """The zip may only replace a zip, never a folder or a file of the repository, nor land
+    where the next zip would pack it."""
+    if os.path.isdir(out):
+        raise UserError(f"{out}: is a folder; give the zip file's name")
+    for folder in ("skeleton", "configs", "models"):
+        guard.refuse_overlap("--out", out, [(f"packed folder {folder}/",
+                                             os.path.join(repo, folder))], UserError)
+    if os.path.exists(out) and not zipfile.is_zipfile(out):
+        raise UserError(f"{out}: exists and is not a zip file; refusing to overwrite it")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise UserError(f"{out}: the folder {parent} does not exist")
+
+
 def build_zip(out, repo=REPO, limit=ZIP_LIMIT_BYTES):
+    check_zip_destination(out, repo)
     files = submission_files(repo)
     tmp = out + ".partial"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for path, arcname in files:
-            z.write(path, arcname)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for path, arcname in files:
+                z.write(path, arcname)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     size = os.path.getsize(tmp)
     if size > limit:
         os.unlink(tmp)

@@ -47,6 +47,15 @@ def decode_image(data: bytes, channels: int) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
+def probe_image(data: bytes):
+    """Check that bytes start like an image PIL can read (the header only); returns its size."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise RecordDecodeError(f"undecodable image frame ({e})") from None
+
+
 def encode_record(record_id: int, label_indices, *, dense_frames=None, compressed_frames=None
                   ) -> bytes:
     """Serialise one record; give float H,W,C frames (DENSE) or encoded bytes (COMPRESSED)."""

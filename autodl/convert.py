@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from . import guard
 from .writer import write_dataset
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -124,6 +125,10 @@ def _dataset_name(text):
     return name or "dataset"
 
 
+def _has_line_break(text):
+    return "\n" in text or "\r" in text
+
+
 def _class_folders(root, extensions, kind):
     if not os.path.isdir(root):
         raise ConvertError(f"{root}: not a folder")
@@ -131,11 +136,19 @@ def _class_folders(root, extensions, kind):
                      if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     if not classes:
         raise ConvertError(f"{root}: no class folders (expected {root}/CLASS/*)")
+    for name in classes:
+        if _has_line_break(name):
+            raise ConvertError(f"{os.path.join(root, name)!r}: a class name with a line break "
+                               "cannot be stored (one class name a line); rename the folder")
     files = []
     for index, name in enumerate(classes):
         folder = os.path.join(root, name)
         found = sorted(f for f in os.listdir(folder)
                        if os.path.splitext(f)[1].lower() in extensions)
+        for f in [f for f in found if _has_line_break(f)]:
+            _warn(f"skipped {os.path.join(folder, f)!r}: a file name with a line break cannot "
+                  "be listed (one name a line)")
+            found.remove(f)
         if not found:
             raise ConvertError(f"{folder}: no {kind} files in this class folder")
         files += [(os.path.join(folder, f), [index]) for f in found]
@@ -150,22 +163,35 @@ def _read_csv(csv_path, images):
         raise ConvertError(f"{csv_path}: no such file")
     if not os.path.isdir(images):
         raise ConvertError(f"{images}: images folder not found")
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            return _parse_csv(csv_path, images, f)
+    except UnicodeDecodeError as e:
+        raise ConvertError(f"{csv_path}: not UTF-8 text ({e.reason} at byte {e.start}); save "
+                           "it as UTF-8") from None
+    except csv.Error as e:
+        raise ConvertError(f"{csv_path}: not a readable CSV file ({e})") from None
+
+
+def _parse_csv(csv_path, images, f):
     rows = []
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or {"FileName", "Labels"} - set(reader.fieldnames):
-            raise ConvertError(f"{csv_path}: the header must name the columns FileName,Labels")
-        for row in reader:
-            line = reader.line_num
-            name, labels = (row["FileName"] or "").strip(), (row["Labels"] or "").split()
-            if not name:
-                raise ConvertError(f"{csv_path} line {line}: empty FileName")
-            if not labels:
-                raise ConvertError(f"{csv_path} line {line}: {name} has no labels")
-            path = os.path.join(images, name)
-            if not os.path.isfile(path):
-                raise ConvertError(f"{csv_path} line {line}: {name} not found in {images}")
-            rows.append((path, labels))
+    reader = csv.DictReader(f)
+    if not reader.fieldnames or {"FileName", "Labels"} - set(reader.fieldnames):
+        raise ConvertError(f"{csv_path}: the header must name the columns FileName,Labels")
+    for row in reader:
+        line = reader.line_num
+        name, labels = (row["FileName"] or "").strip(), (row["Labels"] or "").split()
+        if not name:
+            raise ConvertError(f"{csv_path} line {line}: empty FileName")
+        if _has_line_break(name):
+            raise ConvertError(f"{csv_path} line {line}: the FileName {name!r} holds a "
+                               "line break")
+        if not labels:
+            raise ConvertError(f"{csv_path} line {line}: {name} has no labels")
+        path = os.path.join(images, name)
+        if not os.path.isfile(path):
+            raise ConvertError(f"{csv_path} line {line}: {name} not found in {images}")
+        rows.append((path, labels))
     if not rows:
         raise ConvertError(f"{csv_path}: no rows")
     classes = sorted({label for _, labels in rows for label in labels})
@@ -174,6 +200,12 @@ def _read_csv(csv_path, images):
                            "or more")
     index = {c: i for i, c in enumerate(classes)}
     return classes, [(path, sorted(index[c] for c in labels)) for path, labels in rows]
+
+
+def check_destination(out, sources, allow_inside=False):
+    """--out is replaced as a whole: it must not be or hold what is converted, nor lie inside
+    a class folder tree (it would be read as one more class next time)."""
+    guard.refuse_overlap("--out", out, sources, ConvertError, allow_inside=allow_inside)
 
 
 def _write(files, classes, payload, out, name, test_ratio, seed, image_format, overwrite,
@@ -228,12 +260,15 @@ def convert_images(files, classes, out, name, test_ratio=0.2, seed=0, overwrite=
 
 
 def convert_folder(root, out, name=None, test_ratio=0.2, seed=0, overwrite=False):
+    check_destination(out, [("source folder", root)])
     classes, files = _class_folders(root, IMAGE_EXTENSIONS, "image")
     name = name or _dataset_name(os.path.basename(os.path.abspath(root)))
     return convert_images(files, classes, out, name, test_ratio, seed, overwrite, root)
 
 
 def convert_csv(csv_path, images, out, name=None, test_ratio=0.2, seed=0, overwrite=False):
+    check_destination(out, [("images folder", images), ("CSV file", csv_path)],
+                      allow_inside=True)
     classes, files = _read_csv(csv_path, images)
     name = name or _dataset_name(os.path.splitext(os.path.basename(csv_path))[0])
     return convert_images(files, classes, out, name, test_ratio, seed, overwrite, images)
@@ -259,6 +294,7 @@ def _video_frames(av, path, frames):
 
 
 def convert_video(root, out, name=None, frames=16, test_ratio=0.2, seed=0, overwrite=False):
+    check_destination(out, [("source folder", root)])
     av = _import_av()
     classes, files = _class_folders(root, VIDEO_EXTENSIONS, "video")
     kept = []

@@ -28,11 +28,15 @@ if __package__ in (None, ""):  # run as a script: make the `autodl` package impo
 from autodl import layout, runfiles  # noqa: E402
 from autodl.cli import add_flag  # noqa: E402
 from autodl.dataset import TensorFlowMissing  # noqa: E402  (no TensorFlow import)
-from autodl.reader import check_split  # noqa: E402
+from autodl.reader import check_splits  # noqa: E402
 
 CLOCK_RULES = ("2019-05", "2019-08", "2019-12")
 CONSTRUCTION_CAP_S = 20 * 60  # 2019-12 rule: construction outside the budget, at most this
 WATCHDOG_GRACE_S = 3.0  # ingestion stops itself this long after T if nobody else has
+# A submission zip may unpack to at most this much and this many entries (the platform takes
+# zips up to 300 MB; a zip bomb must not fill the disk).
+ZIP_MAX_BYTES = 2 * 2 ** 30
+ZIP_MAX_ENTRIES = 20000
 
 
 class SubmissionError(Exception):
@@ -48,14 +52,53 @@ def resolve_code_dir(code_dir, scratch):
     code_dir = os.path.abspath(code_dir)
     if os.path.isfile(code_dir) and zipfile.is_zipfile(code_dir):
         target = tempfile.mkdtemp(prefix="submission-", dir=scratch)
-        with zipfile.ZipFile(code_dir) as archive:
-            archive.extractall(target)
+        extract_zip(code_dir, target)
         code_dir = target
     elif not os.path.isdir(code_dir):
         raise SubmissionError(f"{code_dir}: code_dir is neither a folder nor a zip file")
     if not os.path.isfile(os.path.join(code_dir, "model.py")):
         raise SubmissionError(f"{code_dir}: no model.py at the root of the submission")
     return code_dir
+
+
+def extract_zip(path, target, max_bytes=None, max_entries=None):
+    """Unpack a submission zip into target, refusing one over the size or entry limits.
+
+    The sizes are counted as the bytes come out, not taken from the zip's own directory,
+    which a crafted zip can fill with anything.
+    """
+    max_bytes = ZIP_MAX_BYTES if max_bytes is None else max_bytes
+    max_entries = ZIP_MAX_ENTRIES if max_entries is None else max_entries
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > max_entries:
+                raise SubmissionError(f"{path}: {len(members)} entries, over the limit of "
+                                      f"{max_entries}")
+            total = 0
+            for info in members:
+                if info.is_dir():
+                    archive.extract(info, target)
+                    continue
+                # Absolute names and .. parts are dropped: every file lands inside target.
+                dest = os.path.join(target, *[p for p in info.filename.split("/")
+                                              if p not in ("", ".", "..")])
+                if not dest.startswith(os.path.join(target, "")):
+                    raise SubmissionError(f"{path}: entry {info.filename!r} leaves the folder")
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                with archive.open(info) as src, open(dest, "wb") as out:
+                    while True:
+                        chunk = src.read(1 << 20)
+                        if not chunk:
+                            break
+                        total += len(chunk)
+                        if total > max_bytes:
+                            raise SubmissionError(f"{path}: unpacks to more than "
+                                                  f"{max_bytes / 2 ** 20:.0f} MB, over the "
+                                                  "limit")
+                        out.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, RuntimeError) as e:
+        raise SubmissionError(f"{path}: cannot unpack the submission zip ({e})") from None
 
 
 def block_triton():
@@ -99,30 +142,76 @@ def call_submission(what, function, *args, **kwargs):
         raise SubmissionError(f"{what} raised {type(e).__name__}: {e}") from e
 
 
-def start_watchdog(deadline, output_dir, started):
+class FolderOutbox:
+    """Reports as files in output_dir (the platform's way: start.txt, NAME.predict_k, end.txt)."""
+
+    def __init__(self, output_dir):
+        self.output_dir = output_dir
+
+    def clock(self, *, task_name, time_budget, start_time, clock_rule):
+        runfiles.write_start(self.output_dir, pid=os.getpid(), task_name=task_name,
+                             time_budget=time_budget, start_time=start_time,
+                             clock_rule=clock_rule)
+
+    def prediction(self, task_name, k, stamp, prediction):
+        runfiles.append_timestamp(self.output_dir, k, stamp)
+        runfiles.write_prediction(runfiles.prediction_path(self.output_dir, task_name, k),
+                                  prediction)
+
+    def end(self, *, duration, success, error=None):
+        runfiles.write_end(self.output_dir, duration=duration, success=success,
+                           end_time=time.time(), error=error)
+
+
+class PipeOutbox:
+    """Reports on the local runner's pipe; the runner stamps, writes and scores."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def _send(self, header, matrix=None):
+        try:
+            with self.lock:
+                runfiles.send_all(self.fd, runfiles.encode_message(header, matrix))
+        except OSError:
+            pass  # the runner is gone: nobody to report to
+
+    def clock(self, **_):
+        self._send("clock")
+
+    def prediction(self, task_name, k, stamp, prediction):
+        self._send("predict", prediction)
+
+    def end(self, *, duration, success, error=None):
+        self._send(f"end {int(success)} {error or ''}")
+
+
+def start_watchdog(deadline, outbox, started):
     """Stop this process shortly after the budget if scoring has not stopped it already."""
     def watch():
         while time.time() < deadline + WATCHDOG_GRACE_S:
             time.sleep(0.2)
         _log("time budget exceeded: stopping")
-        runfiles.write_end(output_dir, duration=time.time() - started, success=False,
-                           end_time=time.time(), error="time budget exceeded")
+        outbox.end(duration=time.time() - started, success=False,
+                   error="time budget exceeded")
         os._exit(3)
 
     threading.Thread(target=watch, name="autodl-watchdog", daemon=True).start()
 
 
-def run(dataset_dir, output_dir, code_dir, time_budget, clock_rule="2019-05"):
-    """Run the submission; returns (success, error message or None)."""
+def run(dataset_dir, output_dir, code_dir, time_budget, clock_rule="2019-05", outbox=None):
+    """Run the submission; returns the number of predictions made."""
     started = time.time()
-    os.makedirs(output_dir, exist_ok=True)
+    outbox = outbox or FolderOutbox(output_dir)
     data_dir = layout.find_data_dir(dataset_dir)
     name = layout.task_name(data_dir)
     train_dir = layout.split_dir(data_dir, "train")
     test_dir = layout.split_dir(data_dir, "test")
-    for split in (train_dir, test_dir):
-        check_split(split)
-    code_dir = resolve_code_dir(code_dir, output_dir)
+    check_splits(data_dir)
+    # Under the runner, TMPDIR is a folder it removes after the run.
+    scratch = output_dir if isinstance(outbox, FolderOutbox) else tempfile.gettempdir()
+    code_dir = resolve_code_dir(code_dir, scratch)
 
     # Built here, before the clock, when TensorFlow imports; without it, on first use.
     from autodl.dataset import AutoDLDataset
@@ -135,10 +224,9 @@ def run(dataset_dir, output_dir, code_dir, time_budget, clock_rule="2019-05"):
 
     def start_clock():
         clock["start"] = time.time()
-        runfiles.write_start(output_dir, pid=os.getpid(), task_name=name,
-                             time_budget=time_budget, start_time=clock["start"],
-                             clock_rule=clock_rule)
-        start_watchdog(clock["start"] + time_budget, output_dir, started)
+        outbox.clock(task_name=name, time_budget=time_budget, start_time=clock["start"],
+                     clock_rule=clock_rule)
+        start_watchdog(clock["start"] + time_budget, outbox, started)
         _log(f"clock started ({clock_rule} rule), budget {time_budget:g} s")
 
     if clock_rule == "2019-05":
@@ -169,8 +257,7 @@ def run(dataset_dir, output_dir, code_dir, time_budget, clock_rule="2019-05"):
             break
         stamp = time.time()
         prediction = check_prediction(prediction, shape, k)
-        runfiles.append_timestamp(output_dir, k, stamp)
-        runfiles.write_prediction(runfiles.prediction_path(output_dir, name, k), prediction)
+        outbox.prediction(name, k, stamp, prediction)
         _log(f"prediction {k} written at {stamp - clock['start']:.2f} s")
         k += 1
     return k
@@ -187,14 +274,20 @@ def main(argv=None):
     # Accepted for compatibility with the platform's command line; not needed here.
     add_flag(parser, "ingestion_program_dir", default=None, help=argparse.SUPPRESS)
     add_flag(parser, "score_dir", default=None, help=argparse.SUPPRESS)
+    # The local runner's pipe: report there instead of writing files (see runfiles).
+    add_flag(parser, "report_fd", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     started = time.time()
-    os.makedirs(args.output_dir, exist_ok=True)
+    if args.report_fd is not None:
+        outbox = PipeOutbox(args.report_fd)
+    else:
+        os.makedirs(args.output_dir, exist_ok=True)
+        outbox = FolderOutbox(args.output_dir)
     error, code = None, 0
     try:
         count = run(args.dataset_dir, args.output_dir, args.code_dir, args.time_budget,
-                    args.clock_rule)
+                    args.clock_rule, outbox)
         _log(f"done: {count} predictions in {time.time() - started:.1f} s")
     except layout.DatasetError as e:
         error, code = f"bad dataset: {e}", 2
@@ -205,8 +298,7 @@ def main(argv=None):
             traceback.print_exception(e.__cause__, file=sys.stderr)
     if error:
         _log(f"error: {error}")
-    runfiles.write_end(args.output_dir, duration=time.time() - started, success=code == 0,
-                       end_time=time.time(), error=error)
+    outbox.end(duration=time.time() - started, success=code == 0, error=error)
     return code
 
 

@@ -20,19 +20,36 @@ class DatasetError(ValueError):
     """A dataset folder that does not follow the AutoDL layout; the message names the file."""
 
 
+def show(path) -> str:
+    """A path as printable text: bytes that are not UTF-8 shown as \\xNN escapes."""
+    return os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8",
+                                                                      "backslashreplace")
+
+
+def check_name(path):
+    """Refuse a file or folder name that is not UTF-8: TensorFlow, the prediction file names
+    and the logs all need text."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DatasetError(f"{show(path)}: the name is not valid UTF-8; rename it") from None
+    return path
+
+
 def find_data_dir(dataset_dir) -> str:
     """The single NAME.data folder inside dataset_dir (or dataset_dir itself if it is one)."""
     dataset_dir = os.path.abspath(os.fspath(dataset_dir))
     if not os.path.isdir(dataset_dir):
         raise DatasetError(f"{dataset_dir}: dataset folder does not exist")
+    check_name(dataset_dir)
     if dataset_dir.endswith(".data"):
         return dataset_dir
     found = sorted(p for p in glob.glob(os.path.join(dataset_dir, "*.data")) if os.path.isdir(p))
     if len(found) != 1:
         what = "no *.data folder" if not found else f"{len(found)} *.data folders " \
-            f"({', '.join(os.path.basename(p) for p in found)}); exactly one is allowed"
+            f"({', '.join(show(os.path.basename(p)) for p in found)}); exactly one is allowed"
         raise DatasetError(f"{dataset_dir}: {what}")
-    return found[0]
+    return check_name(found[0])
 
 
 def task_name(data_dir) -> str:
@@ -51,6 +68,8 @@ def record_files(split_path):
     files = sorted(p for p in glob.glob(os.path.join(split_path, "sample*")) if os.path.isfile(p))
     if not files:
         raise DatasetError(f"{split_path}: no sample* record files")
+    for path in files:
+        check_name(path)
     return files
 
 
@@ -107,4 +126,9 @@ def read_solution(path, expected_rows=None, expected_cols=None) -> np.ndarray:
     if expected_cols is not None and solution.shape[1] != expected_cols:
         raise DatasetError(f"{path}: {solution.shape[1]} columns, but output_dim is "
                            f"{expected_cols}")
+    bad = np.argwhere((solution != 0) & (solution != 1))
+    if len(bad):
+        row, col = bad[0]
+        raise DatasetError(f"{path}: row {row + 1}, column {col + 1} holds "
+                           f"{solution[row, col]:g}; labels must be 0 or 1")
     return solution

@@ -4,6 +4,7 @@ Several sample* files are interleaved one record at a time (the order tf.data's 
 gives with block length 1), so record k here is row k of the solution.
 """
 import itertools
+import os
 
 import numpy as np
 
@@ -58,21 +59,72 @@ def read_split(split_dir, verify=True):
             np.stack(labels) if labels else np.zeros((0, spec.output_dim), np.float32))
 
 
-def check_split(split_dir) -> int:
-    """Check a split's metadata and record framing (CRCs included); returns its size.
+def check_record(payload, matrix, channels, output_dim):
+    """Raise RecordDecodeError if a record's contents do not fit the metadata: no id, a label
+    outside the classes, dense frames of the wrong size, compressed frames that are not
+    images (only their headers are read: decoding every frame would take minutes)."""
+    example = codec.parse_record(payload)
+    codec.record_id(example)
+    codec.record_labels(example, output_dim)
+    lists = example.feature_lists.feature_list
+    if codec.COMPRESSED_KEY in lists:
+        frames = lists[codec.COMPRESSED_KEY].feature
+        if not frames:
+            raise codec.RecordDecodeError("record has no frames")
+        for frame in frames:
+            if not frame.bytes_list.value:
+                raise codec.RecordDecodeError("empty compressed frame")
+            codec.probe_image(frame.bytes_list.value[0])
+    elif codec.DENSE_KEY in lists:
+        codec.record_frames(example, matrix.row_count, matrix.col_count, channels)
+    else:
+        raise codec.RecordDecodeError(f"record has neither {codec.DENSE_KEY!r} nor "
+                                      f"{codec.COMPRESSED_KEY!r}")
 
-    Catches truncated or corrupt files and a sample_count that disagrees with the records,
-    before any submission code runs.
+
+def check_split(split_dir) -> int:
+    """Check a split's metadata, record framing (CRCs included) and record contents; returns
+    its size.
+
+    Catches truncated or corrupt files, records that do not fit the metadata and a
+    sample_count that disagrees with the records, before any submission code runs.
     """
     spec = layout.read_metadata(split_dir)
+    matrix = spec.matrix_spec[0]
+    if matrix.format == matrix.SPARSE:
+        raise layout.DatasetError(f"{split_dir}: SPARSE matrices are not supported")
+    channels = channel_count(matrix)
     total = 0
     for path in layout.record_files(split_dir):
+        index = 0
         try:
-            total += sum(1 for _ in iter_records(path, verify=True))
+            for index, payload in enumerate(iter_records(path, verify=True)):
+                check_record(payload, matrix, channels, spec.output_dim)
+                total += 1
         except RecordError as e:
-            raise layout.DatasetError(str(e)) from None
+            raise layout.DatasetError(layout.show(str(e))) from None
+        except codec.RecordDecodeError as e:
+            raise layout.DatasetError(f"{layout.show(path)}: record {index}: {e}") from None
     if total != spec.sample_count:
         raise layout.DatasetError(f"{split_dir}/{layout.METADATA_FILE}: sample_count is "
                                   f"{spec.sample_count} but the record files hold {total}")
     return total
 
+
+
+def check_splits(data_dir):
+    """Check both splits, and that they agree; returns {split: size}."""
+    sizes, dims = {}, {}
+    for split in layout.SPLITS:
+        path = layout.split_dir(data_dir, split)
+        sizes[split] = check_split(path)
+        dims[split] = layout.read_metadata(path).output_dim
+        if sizes[split] == 0:
+            raise layout.DatasetError(f"{layout.show(path)}: the {split} split holds no "
+                                      "records; there is nothing to "
+                                      f"{'predict' if split == 'test' else 'learn from'}")
+    if dims["train"] != dims["test"]:
+        raise layout.DatasetError(
+            f"{layout.show(os.path.join(data_dir, 'test', layout.METADATA_FILE))}: output_dim "
+            f"is {dims['test']} but the train split's is {dims['train']}")
+    return sizes

@@ -9,11 +9,14 @@ detailed_results.html, run.json).
 """
 import argparse
 import json
+import math
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -21,28 +24,44 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if __package__ in (None, ""):  # run as a script: make the `autodl` package importable
     sys.path.insert(0, os.path.dirname(HERE))
 
-from autodl import layout, runfiles  # noqa: E402
+from autodl import guard, layout, runfiles  # noqa: E402
 from autodl.cli import add_flag, str2bool  # noqa: E402
 from autodl.ingestion import CLOCK_RULES  # noqa: E402
-from autodl.reader import check_split  # noqa: E402
+from autodl.reader import check_splits  # noqa: E402
 
 DEFAULT_OUTPUT_DIR = os.path.join(HERE, "AutoDL_sample_result_submission")
 DEFAULT_SCORE_DIR = os.path.join(HERE, "AutoDL_scoring_output")
-# Past the budget, scoring has this long to stop ingestion before the runner does it.
-RUNNER_GRACE_S = 10.0
+# Seconds between SIGTERM and SIGKILL when ingestion overruns.
+KILL_GRACE_S = 2.0
+# The time before the clock starts (imports under 2019-08, construction too under 2019-12)
+# is capped: the 2019-12 rule's 20 minutes.
+SETUP_CAP_S = 20 * 60.0
+# After ingestion ends, scoring has this long to write its last results.
+SCORING_WAIT_S = 5.0
 
 
 def check_dataset(dataset_dir):
     """Fail before anything starts if the dataset is malformed; returns the task name."""
     data_dir = layout.find_data_dir(dataset_dir)
     name = layout.task_name(data_dir)
-    for split in layout.SPLITS:
-        check_split(layout.split_dir(data_dir, split))
+    check_splits(data_dir)
     test_spec = layout.read_metadata(layout.split_dir(data_dir, "test"))
     layout.read_solution(layout.solution_path(os.path.dirname(data_dir), name),
                          expected_rows=test_spec.sample_count,
                          expected_cols=test_spec.output_dim)
     return data_dir, name
+
+
+def check_output_dirs(dataset_dir, code_dir, output_dir, score_dir):
+    """Both output folders are emptied: neither may hold the dataset, the submission or the
+    harness, nor lie inside the dataset."""
+    protected = [("dataset", dataset_dir), ("submission", code_dir),
+                 ("harness", os.path.dirname(HERE))]
+    for flag, path in (("-output_dir", output_dir), ("-score_dir", score_dir)):
+        # Inside the repository (the default folders are) is fine; inside the dataset is not.
+        guard.refuse_overlap(flag, path, protected[:1], layout.DatasetError)
+        guard.refuse_overlap(flag, path, protected[1:], layout.DatasetError,
+                             allow_inside=True)
 
 
 def _fresh_dir(path):
@@ -93,12 +112,10 @@ class Progress:
         thread.start()
         return thread
 
-    def update(self, output_dir, score_dir):
-        if self.bar is None or not os.path.exists(os.path.join(output_dir,
-                                                               runfiles.START_FILE)):
+    def update(self, start, score_dir):
+        if self.bar is None or start is None:
             return
-        start = runfiles.read_start(output_dir)
-        elapsed = min(time.time() - start["start_time"], self.bar.total)
+        elapsed = min(time.time() - start, self.bar.total)
         self.bar.set_description("running", refresh=False)
         self.bar.n = elapsed
         scores = _read_json(os.path.join(score_dir, "scores.json")) or {}
@@ -121,94 +138,350 @@ def _read_json(path):
         return None
 
 
+class Report:
+    """Reads ingestion's pipe in a thread; each message is stamped on arrival (runner clock)."""
+
+    def __init__(self, fd, shape):
+        self.stream = os.fdopen(fd, "rb")
+        self.shape = shape
+        self.messages = queue.Queue()
+        self.problem = None
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self):
+        try:
+            while True:
+                message = runfiles.read_message(self.stream, self.shape)
+                if message is None:
+                    break
+                self.messages.put((time.time(), *message))
+        except ValueError as e:  # only the submission can garble it: the rest is ignored
+            self.problem = f"ingestion's report channel garbled ({e}); later reports ignored"
+        finally:
+            self.stream.close()
+
+    def pending(self):
+        while True:
+            try:
+                yield self.messages.get_nowait()
+            except queue.Empty:
+                return
+
+
+class Scoring:
+    """The scoring process, fed on its standard input; writes to it never raise."""
+
+    def __init__(self, process, fd):
+        self.process = process
+        self.fd = fd
+
+    def send(self, header, matrix=None):
+        if self.fd is None:
+            return
+        try:
+            runfiles.send_all(self.fd, runfiles.encode_message(header, matrix))
+        except OSError:  # scoring died: the summary says what it wrote
+            self.close()
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def stage_dataset(data_dir, staging):
+    """A copy of NAME.data/ for the submission (hard links when possible), with no .solution
+    anywhere above it: get_dataset_name() + ../.. leads to the staging folder only."""
+    target = os.path.join(staging, os.path.basename(data_dir))
+    for split in layout.SPLITS:
+        source = layout.split_dir(data_dir, split)
+        os.makedirs(os.path.join(target, split))
+        for entry in os.listdir(source):
+            path = os.path.join(source, entry)
+            if os.path.isfile(path):
+                dest = os.path.join(target, split, entry)
+                try:
+                    os.link(path, dest)
+                except OSError:
+                    shutil.copyfile(path, dest)
+    return staging
+
+
 def run(dataset_dir, code_dir, time_budget, output_dir=DEFAULT_OUTPUT_DIR,
-        score_dir=DEFAULT_SCORE_DIR, clock_rule="2019-05", progress=True):
+        score_dir=DEFAULT_SCORE_DIR, clock_rule="2019-05", progress=True,
+        setup_cap=SETUP_CAP_S):
     """Run ingestion and scoring; returns the run summary (also written to run.json)."""
-    _, name = check_dataset(dataset_dir)
+    data_dir, name = check_dataset(dataset_dir)
     output_dir, score_dir = os.path.abspath(output_dir), os.path.abspath(score_dir)
+    check_output_dirs(os.path.dirname(data_dir), code_dir, output_dir, score_dir)
+    test_spec = layout.read_metadata(layout.split_dir(data_dir, "test"))
+    shape = (test_spec.sample_count, test_spec.output_dim)
     _fresh_dir(output_dir)
     _fresh_dir(score_dir)
-    common = ["-dataset_dir", os.path.abspath(dataset_dir)]
-    piped = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    staging = tempfile.mkdtemp(prefix="autodl-run-")
+    try:
+        stage_dataset(data_dir, staging)
+        os.makedirs(os.path.join(staging, "tmp"))
+        return _run(data_dir, staging, name, shape, code_dir, time_budget, output_dir,
+                    score_dir, clock_rule, progress, setup_cap)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run(data_dir, staging, name, shape, code_dir, time_budget, output_dir, score_dir,
+         clock_rule, progress, setup_cap):
+    _become_subreaper()
+    report_r, report_w = os.pipe()
+    piped = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                 errors="replace")
+    # The submission's temporary files go to the staging folder, removed after the run.
+    ingestion_env = dict(os.environ, TMPDIR=os.path.join(staging, "tmp"))
+    launched = time.time()
     ingestion = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "ingestion.py"), *common, "-output_dir",
-         output_dir, "-code_dir", os.path.abspath(code_dir), "-time_budget", str(time_budget),
-         "-clock_rule", clock_rule],
-        start_new_session=True, **piped)  # its own process group, so scoring can stop all of it
+        [sys.executable, os.path.join(HERE, "ingestion.py"), "-dataset_dir", staging,
+         "-output_dir", output_dir, "-code_dir", os.path.abspath(code_dir),
+         "-time_budget", str(time_budget), "-clock_rule", clock_rule,
+         "-report_fd", str(report_w)],
+        pass_fds=(report_w,), env=ingestion_env, start_new_session=True, **piped)
+    os.close(report_w)
+    tree = ProcessTree(ingestion.pid)
+    report = Report(report_r, shape)
     # Scoring is light, but keep its numpy to one thread: the submission owns the CPU.
     scoring_env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                        MKL_NUM_THREADS="1")
-    scoring = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "score.py"), *common, "-prediction_dir",
-         output_dir, "-score_dir", score_dir], env=scoring_env, **piped)
+    feed_r, feed_w = os.pipe()
+    scoring_process = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "score.py"), "-dataset_dir",
+         os.path.dirname(data_dir), "-score_dir", score_dir, "-stream"],
+        stdin=feed_r, env=scoring_env, **piped)
+    os.close(feed_r)
+    scoring = Scoring(scoring_process, feed_w)
+    tree.exclude.add(scoring_process.pid)
     bar = Progress(progress, time_budget)
     relays = [bar.relay(ingestion.stdout, os.path.join(output_dir, "ingestion.log")),
-              bar.relay(scoring.stdout, os.path.join(score_dir, "scoring.log"))]
+              bar.relay(scoring_process.stdout, os.path.join(score_dir, "scoring.log"))]
     usage = []
-    ingestion_ended = None
+    state = {"start": None, "k": 0, "error": None, "stopped": None, "pid": ingestion.pid}
     try:
-        while scoring.poll() is None or not _reap(ingestion, usage):
-            if ingestion_ended is None and _reap(ingestion, usage):
-                ingestion_ended = time.time()
-                if runfiles.read_end(output_dir) is None:
-                    # It ended without a word (stopped at the budget, or a crash): say so.
-                    runfiles.write_end(output_dir, duration=float("nan"), success=False,
-                                       end_time=time.time(),
-                                       error=_why_ingestion_ended(output_dir, time_budget,
-                                                                  ingestion.returncode))
-            _enforce_budget(output_dir, time_budget, ingestion, scoring)
-            bar.update(output_dir, score_dir)
-            time.sleep(0.25)
-        if ingestion_ended is None:
-            ingestion_ended = time.time()
+        while True:
+            alive = not _reap(ingestion, usage)
+            now = time.time()
+            for stamp, words, matrix in report.pending():
+                _handle(words, matrix, stamp, state, name, output_dir, time_budget,
+                        clock_rule, scoring)
+            if not alive:
+                break
+            tree.track()
+            start = state["start"]
+            if start is not None and now >= start + time_budget:
+                state["stopped"] = "time budget reached: ingestion stopped"
+                break
+            if start is None and now >= launched + setup_cap:
+                state["stopped"] = (f"the clock did not start within {setup_cap:g} s "
+                                    f"({clock_rule} rule): ingestion stopped")
+                break
+            bar.update(start, score_dir)
+            time.sleep(0.1)
+        decided = time.time()  # ingestion ended, or we stop it: later reports do not count
+        if state["stopped"]:
+            _log(state["stopped"])
+            tree.stop(ingestion, usage)
+        tree.kill_all()  # whatever it left behind, in its group, a new session or orphaned
+        _reap_wait(ingestion, usage, 2.0)
+        ingestion_ended = time.time()
+        report.thread.join(timeout=1.0)
+        for stamp, words, matrix in report.pending():  # sent before it ended
+            if stamp <= decided:
+                _handle(words, matrix, stamp, state, name, output_dir, time_budget,
+                        clock_rule, scoring)
+        error = state["stopped"] or state["error"] or report.problem
+        if error is None and ingestion.returncode != 0:
+            error = f"ingestion died (exit status {ingestion.returncode})"
+        if state["start"] is None and error is None:
+            error = "ingestion ended before starting the clock"
+        success = ingestion.returncode == 0 and state["stopped"] is None and \
+            state["error"] is None
+        state["success"] = success
+        runfiles.write_end(output_dir, duration=ingestion_ended - launched, success=success,
+                           end_time=ingestion_ended, error=error)
+        scoring.send(f"end {'finished' if success else 'ingestion failed: ' + error}")
+        scoring.close()
+        try:
+            scoring_process.wait(timeout=SCORING_WAIT_S)
+        except subprocess.TimeoutExpired:
+            _log("scoring did not finish in time: stopped")
     finally:
-        for process in (ingestion, scoring):
-            if process.returncode is None and process.poll() is None:
+        scoring.close()
+        for process in (ingestion, scoring_process):
+            if process.poll() is None:
                 process.kill()
+        tree.kill_all()
         for relay in relays:
             relay.join(timeout=2.0)
         bar.close()
-    return _summarise(output_dir, score_dir, name, time_budget, usage, ingestion_ended)
+    return _summarise(output_dir, score_dir, name, time_budget, usage, ingestion_ended,
+                      state, error)
 
 
-def _why_ingestion_ended(output_dir, time_budget, returncode):
-    if os.path.exists(os.path.join(output_dir, runfiles.START_FILE)):
-        start = runfiles.read_start(output_dir)
-        if time.time() >= start["start_time"] + time_budget:
-            return "time budget reached: ingestion stopped"
-    return f"ingestion died (exit status {returncode})"
+def _handle(words, matrix, stamp, state, name, output_dir, time_budget, clock_rule, scoring):
+    """One message from ingestion, stamped `stamp` by the runner."""
+    kind = words[0]
+    if kind == "clock" and state["start"] is None:
+        state["start"] = stamp
+        runfiles.write_start(output_dir, pid=state["pid"], task_name=name, time_budget=time_budget,
+                             start_time=stamp, clock_rule=clock_rule)
+        scoring.send(f"start {stamp!r} {time_budget!r} {clock_rule}")
+    elif kind == "predict" and state["start"] is not None:
+        elapsed = stamp - state["start"]
+        if elapsed > time_budget:
+            return  # too late to count
+        k = state["k"]
+        state["k"] += 1
+        runfiles.append_timestamp(output_dir, k, stamp)
+        runfiles.write_prediction(runfiles.prediction_path(output_dir, name, k), matrix)
+        scoring.send(f"predict {k} {elapsed!r}", matrix)
+    elif kind == "end" and len(words) > 2 and state["error"] is None:
+        state["error"] = " ".join(words[2:])
 
 
-def _enforce_budget(output_dir, time_budget, ingestion, scoring):
-    """Backstop for a scoring program that died or hangs: stop ingestion ourselves."""
-    if ingestion.returncode is not None:
-        return
-    if not os.path.exists(os.path.join(output_dir, runfiles.START_FILE)):
-        return
-    start = runfiles.read_start(output_dir)
-    if time.time() > start["start_time"] + time_budget + RUNNER_GRACE_S:
-        os.killpg(ingestion.pid, signal.SIGKILL)
-        if scoring.poll() is None:
-            scoring.terminate()
+def _log(message):
+    print(f"[runner] {message}", file=sys.stderr, flush=True)
 
 
-def _summarise(output_dir, score_dir, name, time_budget, usage, ingestion_ended):
+def _reap_wait(process, usage, timeout):
+    deadline = time.time() + timeout
+    while not _reap(process, usage) and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def _become_subreaper():
+    """Orphaned descendants of ingestion become our children instead of init's, so that
+    ProcessTree still finds them (Linux; elsewhere the process group is what is stopped)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _process_table():
+    """{pid: (ppid, start ticks)} of every process, from /proc."""
+    table = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return table
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        table[int(entry)] = (int(fields[1]), int(fields[19]))
+    return table
+
+
+class ProcessTree:
+    """Ingestion and everything it started, whatever group or session they moved to."""
+
+    def __init__(self, root):
+        self.root = root
+        self.me = os.getpid()
+        self.exclude = set()
+        self.known = {root}
+        table = _process_table()
+        self.root_start = table.get(root, (0, 0))[1]
+
+    def members(self):
+        table = _process_table()
+        children = {}
+        for pid, (ppid, started) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        # Orphans re-parented to us (we are the subreaper) that started after ingestion.
+        roots = [p for p in self.known if p in table]
+        roots += [p for p in children.get(self.me, []) if p not in self.exclude and
+                  table[p][1] >= self.root_start]
+        found, stack = set(), roots
+        while stack:
+            pid = stack.pop()
+            if pid in found or pid in self.exclude or pid == self.me:
+                continue
+            found.add(pid)
+            stack.extend(children.get(pid, []))
+        return found
+
+    def track(self):
+        self.known |= self.members()
+
+    def stop(self, ingestion, usage):
+        """SIGTERM ingestion's group, SIGKILL everything KILL_GRACE_S later."""
+        self.track()
+        _signal_group(self.root, signal.SIGTERM)
+        deadline = time.time() + KILL_GRACE_S
+        while time.time() < deadline:
+            self.track()
+            if _reap(ingestion, usage):
+                break
+            time.sleep(0.05)
+
+    def kill_all(self):
+        for _ in range(50):
+            _signal_group(self.root, signal.SIGKILL)
+            members = self.members()
+            self.known |= members
+            for pid in members:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            for pid in list(self.known):
+                if pid == self.root:
+                    continue  # its Popen reaps it
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+            if not [p for p in members if p != self.root and not _is_zombie(p)]:
+                return
+            time.sleep(0.02)
+
+
+def _signal_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        pass
+
+
+def _is_zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _summarise(output_dir, score_dir, name, time_budget, usage, ingestion_ended, state,
+               error):
     scores = _read_json(os.path.join(score_dir, "scores.json")) or {}
-    end = runfiles.read_end(output_dir) or {}
-    start_path = os.path.join(output_dir, runfiles.START_FILE)
-    start = runfiles.read_start(output_dir) if os.path.exists(start_path) else None
+    start = state["start"]
     summary = {
         "task_name": name, "time_budget": time_budget,
         "alc": scores.get("alc", 0.0), "final_nauc": scores.get("final_nauc", 0.0),
         "final_accuracy": (scores.get("accuracy") or [None])[-1],
         "first_prediction_s": scores.get("first_prediction_s"),
         "num_predictions": scores.get("num_predictions", 0),
-        "ingestion_success": bool(end.get("ingestion_success")),
-        "error": end.get("error") or ("; ".join(scores.get("problems", [])) or None),
+        "ingestion_success": bool(state.get("success")),
+        "error": error or ("; ".join(scores.get("problems", [])) or None),
         "peak_rss_mb": round(usage[0].ru_maxrss / 1024.0, 1) if usage else None,
         # How long ingestion outlived the budget (negative: it finished early).
-        "overrun_s": round(ingestion_ended - start["start_time"] - time_budget, 3)
-        if start else None,
+        "overrun_s": round(ingestion_ended - start - time_budget, 3) if start else None,
+        # How long the whole run (scoring and the clean-up included) outlived the budget.
+        "run_overrun_s": round(time.time() - start - time_budget, 3) if start else None,
         "timestamps": scores.get("timestamps", []), "nauc_scores": scores.get("nauc_scores", []),
     }
     with open(os.path.join(score_dir, "run.json"), "w") as f:
@@ -242,10 +515,18 @@ def main(argv=None):
     add_flag(parser, "output_dir", default=DEFAULT_OUTPUT_DIR, help="predictions folder")
     add_flag(parser, "score_dir", default=DEFAULT_SCORE_DIR, help="scores folder")
     add_flag(parser, "progress", type=str2bool, default=True, help="show a progress bar")
+    add_flag(parser, "setup_cap", type=float, default=SETUP_CAP_S,
+             help="seconds allowed before the clock starts (default 1200)")
     args = parser.parse_args(argv)
+    for flag in ("time_budget", "setup_cap"):
+        value = getattr(args, flag)
+        if not (math.isfinite(value) and value > 0):
+            print(f"error: -{flag} must be a positive number of seconds, got {value:g}",
+                  file=sys.stderr)
+            return 2
     try:
         summary = run(args.dataset_dir, args.code_dir, args.time_budget, args.output_dir,
-                      args.score_dir, args.clock_rule, args.progress)
+                      args.score_dir, args.clock_rule, args.progress, args.setup_cap)
     except layout.DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -99,3 +99,51 @@ def write_prediction(path, prediction: np.ndarray):
 
 def read_prediction(path) -> np.ndarray:
     return np.loadtxt(path, dtype=np.float64, ndmin=2)
+
+
+# -- the report channel ---------------------------------------------------------------------
+# Under the local runner, ingestion writes nothing the harness later trusts: it reports on a
+# pipe (`clock`, `predict` + the matrix as little-endian float64, `error TEXT`), the runner
+# stamps each message with its own clock when it arrives, writes the prediction files itself
+# and feeds the scorer on another pipe (`start`, `predict K ELAPSED` + matrix, `end`).
+MAX_HEADER = 4096
+
+
+def one_line(text):
+    return " ".join(str(text).split())
+
+
+def encode_message(header, matrix=None):
+    data = (one_line(header) + "\n").encode("utf-8", "replace")
+    if matrix is not None:
+        data += np.ascontiguousarray(matrix, dtype="<f8").tobytes()
+    return data
+
+
+def send_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_message(stream, shape):
+    """(header words, matrix or None) from a binary stream; None at the end of the stream.
+
+    Raises ValueError on anything that does not follow the protocol.
+    """
+    line = stream.readline(MAX_HEADER)
+    if not line:
+        return None
+    if not line.endswith(b"\n"):
+        raise ValueError("header line too long or cut off")
+    words = line.decode("utf-8", "replace").split()
+    if not words:
+        raise ValueError("empty header line")
+    matrix = None
+    if words[0] == "predict":
+        size = int(np.prod(shape)) * 8
+        payload = stream.read(size)
+        if len(payload) != size:
+            raise ValueError(f"prediction cut off ({len(payload)} of {size} bytes)")
+        matrix = np.frombuffer(payload, dtype="<f8").reshape(shape).astype(np.float64)
+    return words, matrix

@@ -1,14 +1,18 @@
-"""The scoring program: scores each prediction as it appears and enforces the time budget.
+"""The scoring program: scores each prediction as it arrives against NAME.solution.
 
-It waits for ingestion's start.txt, polls the prediction folder every second, scores every
-new NAME.predict_k against NAME.solution, and at start_time + time_budget terminates the
-ingestion process (its whole process group) if it still runs. Predictions made by then count.
+Two ways to get predictions:
 
-    python -m autodl.score --dataset_dir D --prediction_dir P --score_dir S
+- `-stream` (what the local runner uses): the runner feeds the clock start and each
+  prediction, stamped with its own clock, on standard input (see runfiles); nothing the
+  submission can write is read.
+- otherwise (the platform's way), it waits for ingestion's start.txt, reads its header once,
+  polls the prediction folder every second and stops at start_time + time_budget. It never
+  signals any process: stopping ingestion is the runner's job.
+
+    python -m autodl.score --dataset_dir D --prediction_dir P --score_dir S [-stream]
 """
 import argparse
 import os
-import signal
 import sys
 import time
 
@@ -19,9 +23,6 @@ if __package__ in (None, ""):  # run as a script: make the `autodl` package impo
 
 from autodl import layout, metrics, report, runfiles  # noqa: E402
 from autodl.cli import add_flag  # noqa: E402
-
-# Seconds between SIGTERM and SIGKILL when ingestion overruns.
-KILL_GRACE_S = 2.0
 
 
 def _log(message):
@@ -49,7 +50,11 @@ class Scorer:
         path = os.path.join(self.prediction_dir, runfiles.START_FILE)
         while time.time() < deadline:
             if os.path.exists(path):
-                self.start = runfiles.read_start(self.prediction_dir)
+                try:  # read once: the clock and the budget never move afterwards
+                    self.start = runfiles.read_start(self.prediction_dir)
+                except (OSError, KeyError, ValueError) as e:
+                    self.problems.append(f"{path}: unreadable ({e})")
+                    return False
                 return True
             end = runfiles.read_end(self.prediction_dir)
             if end is not None:
@@ -60,28 +65,35 @@ class Scorer:
         self.problems.append(f"no {runfiles.START_FILE} after {max_wait_s:g} s")
         return False
 
+    def add(self, k, elapsed, read, name):
+        """Score prediction k made `elapsed` s after the clock start; read() gives it."""
+        try:
+            prediction = read()
+            if prediction.shape != self.solution.shape:
+                raise ValueError(f"shape {prediction.shape}, expected {self.solution.shape}")
+            if not np.isfinite(prediction).all():
+                raise ValueError("holds NaN or infinite values")
+            score = metrics.nauc(self.solution, prediction)
+            acc = metrics.accuracy(self.solution, prediction) if self.one_hot else None
+        except (OSError, ValueError) as e:
+            self.problems.append(f"{name}: {e}; scored 0")
+            score, acc = 0.0, 0.0 if self.one_hot else None
+        self.scored[k] = (elapsed, score, acc)
+        _log(f"prediction {k} at {elapsed:.2f} s: NAUC {score:.4f}")
+
     def score_new(self):
         """Score prediction files not scored yet; returns how many were added."""
-        self.start = runfiles.read_start(self.prediction_dir)
+        try:
+            timestamps = runfiles.read_start(self.prediction_dir)["timestamps"]
+        except (OSError, KeyError, ValueError):
+            return 0
         added = 0
         for k, path in runfiles.list_predictions(self.prediction_dir, self.task_name):
-            if k in self.scored or k not in self.start["timestamps"]:
+            if k in self.scored or k not in timestamps:
                 continue
-            elapsed = self.start["timestamps"][k] - self.start["start_time"]
-            try:
-                prediction = runfiles.read_prediction(path)
-                if prediction.shape != self.solution.shape:
-                    raise ValueError(f"shape {prediction.shape}, expected {self.solution.shape}")
-                if not np.isfinite(prediction).all():
-                    raise ValueError("holds NaN or infinite values")
-                score = metrics.nauc(self.solution, prediction)
-                acc = metrics.accuracy(self.solution, prediction) if self.one_hot else None
-            except ValueError as e:
-                self.problems.append(f"{os.path.basename(path)}: {e}; scored 0")
-                score, acc = 0.0, 0.0 if self.one_hot else None
-            self.scored[k] = (elapsed, score, acc)
+            self.add(k, timestamps[k] - self.start["start_time"],
+                     lambda: runfiles.read_prediction(path), os.path.basename(path))
             added += 1
-            _log(f"prediction {k} at {elapsed:.2f} s: NAUC {score:.4f}")
         return added
 
     def result(self, status):
@@ -115,6 +127,7 @@ class Scorer:
         return result
 
     def run(self, max_wait_s):
+        """Folder mode: poll the prediction folder until ingestion ends or the budget does."""
         os.makedirs(self.score_dir, exist_ok=True)
         if not self.wait_for_start(max_wait_s):
             return self.write("ingestion did not start", final=True)
@@ -130,13 +143,41 @@ class Scorer:
                     status = f"ingestion failed: {end.get('error') or 'no reason given'}"
                 break
             if time.time() >= deadline:
-                self.score_new()
-                status = "time budget reached: ingestion terminated"
+                status = "time budget reached"
                 _log(status)
-                terminate(self.start["ingestion_pid"])
                 break
             time.sleep(min(self.poll_s, max(0.0, deadline - time.time())))
         self.score_new()
+        return self.finish(status)
+
+    def run_stream(self, stream):
+        """Stream mode: the runner's messages on `stream` until it closes it."""
+        os.makedirs(self.score_dir, exist_ok=True)
+        status = "ingestion did not start"
+        shape = self.solution.shape
+        while True:
+            try:
+                message = runfiles.read_message(stream, shape)
+            except ValueError as e:
+                self.problems.append(f"runner stream: {e}")
+                break
+            if message is None:
+                break
+            words, matrix = message
+            if words[0] == "start":
+                self.start = {"start_time": float(words[1]), "time_budget": float(words[2]),
+                              "clock_rule": words[3] if len(words) > 3 else ""}
+                status = "finished"
+                self.write("running")
+            elif words[0] == "predict" and self.start is not None:
+                self.add(int(words[1]), float(words[2]), lambda: matrix,
+                         f"{self.task_name}.predict_{words[1]}")
+                self.write("running")
+            elif words[0] == "end":
+                status = " ".join(words[1:]) or status
+        return self.finish(status)
+
+    def finish(self, status):
         if status != "finished":
             self.problems.append(status)
         result = self.write(status, final=True)
@@ -145,55 +186,29 @@ class Scorer:
         return result
 
 
-def terminate(pid):
-    """SIGTERM the ingestion process group (the submission's children too), then SIGKILL."""
-    def send(sig):
-        try:
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-            return True
-        except ProcessLookupError:
-            return False
-
-    if not send(signal.SIGTERM):
-        return
-    deadline = time.time() + KILL_GRACE_S
-    while time.time() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        if _is_zombie(pid):
-            return
-        time.sleep(0.05)
-    send(signal.SIGKILL)
-
-
-def _is_zombie(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_flag(parser, "dataset_dir", required=True, help="folder holding NAME.data/ and "
              "NAME.solution")
-    add_flag(parser, "prediction_dir", required=True, help="ingestion's output folder")
+    add_flag(parser, "prediction_dir", default=None, help="ingestion's output folder (not "
+             "with -stream)")
     add_flag(parser, "score_dir", required=True, help="where scores and curves are written")
     add_flag(parser, "max_wait", type=float, default=1500.0,
              help="seconds to wait for ingestion to start the clock (default 1500)")
+    add_flag(parser, "stream", action="store_true",
+             help="read the runner's messages on standard input instead of the folder")
     args = parser.parse_args(argv)
+    if not args.stream and not args.prediction_dir:
+        parser.error("-prediction_dir is required without -stream")
     try:
-        scorer = Scorer(args.dataset_dir, args.prediction_dir, args.score_dir)
+        scorer = Scorer(args.dataset_dir, args.prediction_dir or ".", args.score_dir)
     except layout.DatasetError as e:
         _log(f"error: {e}")
         return 2
-    result = scorer.run(args.max_wait)
+    if args.stream:
+        result = scorer.run_stream(sys.stdin.buffer)
+    else:
+        result = scorer.run(args.max_wait)
     return 0 if result["status"] != "ingestion did not start" else 1
 
 

@@ -162,6 +162,10 @@ def write_dataset(dest, name, train, test, *, output_dim=None, image_format="den
         raise ValueError(f"image_format must be one of {FORMATS}, got {image_format!r}")
     if not name or "/" in name or name.endswith(".data"):
         raise ValueError(f"invalid dataset name {name!r}")
+    for label in label_names or ():
+        if "\n" in str(label) or "\r" in str(label):
+            raise ValueError(f"label name {label!r} holds a line break (NAME_label.name has "
+                             "one name a line)")
     dest = os.path.abspath(os.fspath(dest))
     if os.path.exists(dest) and not overwrite:
         raise FileExistsError(f"{dest}: already exists (pass overwrite=True to replace it)")

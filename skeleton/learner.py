@@ -305,7 +305,7 @@ class Learner:
         if self.phase_count:  # later phases restart from the best weights, at a lower LR
             self.trainer.restore_best()
             if self.phase_count == 1 and self.augment_search is None and self.scratch is None:
-                self._search_augmentation()
+                self._optional("augmentation search", self._search_augmentation)
         self.phase_count += 1
         self.replanned = False
         self._plan_phase()
@@ -391,6 +391,16 @@ class Learner:
         if result.kept:
             trainer.policy = PolicyAugmenter(result.subpolicies, cfg["ranges"], seed=cfg["seed"])
 
+    def _optional(self, stage, function, *args):
+        """Run an optional stage; if it fails, say so in one line and go on without it (the
+        best model so far and its predictions stay as they are)."""
+        try:
+            return function(*args)
+        except Exception as error:  # noqa: BLE001  (an optional stage must not end the run)
+            log.warning("%s failed, carrying on without it: %s: %s", stage,
+                        type(error).__name__, " ".join(str(error).split())[:200])
+            return None
+
     def _probe_flip(self, score):
         """Turn on flip augmentation and flip TTA only if flipped validation images score
         about as well as the originals for a network that never saw a flip."""
@@ -407,7 +417,7 @@ class Learner:
         trainer = self.trainer
         score = self._valid_score(lambda v: trainer.predict(v))
         if not self.flip_probed and score is not None and score > 0.5:
-            self._probe_flip(score)
+            self._optional("flip probe", self._probe_flip, score)
         if score is not None and score >= 2 * self.cfg["schedule"]["valid_auc_stop"] - 1:
             self.done_training = True
         source = "finetune" if self.finetuning else "net"

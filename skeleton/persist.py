@@ -6,19 +6,28 @@
     probs = predictor.predict_files(["a.png", "b.jpg"])   # [N, C]
     predictor.label_names
 
-The file is a pickle of numpy arrays and plain values (no torch objects), so saving the
-quick model needs no torch import and a file loads on any device.
+The file is a numpy .npz archive loaded with allow_pickle=False: arrays only (the weights,
+the quick model, one JSON document of plain values under "__meta__"), so loading a file can
+never run code, saving the quick model needs no torch import and a file loads on any
+device. A file that is not one gives ModelFileError, a one-line message naming it.
 """
+import dataclasses
+import json
 import os
-import pickle
 import tempfile
+import zipfile
 
 import numpy as np
 
 from .data.decode import decode_image
 from .data.store import FrameAdapter
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+META_KEY = "__meta__"
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be loaded; the message names the file and the reason."""
 
 
 def _label_names(learner):
@@ -39,33 +48,39 @@ def save(learner, path):
     if getattr(learner, "best_source", None) is None or getattr(learner, "quick", None) is None:
         return False
     quick = learner.quick
-    state = {
+    profile = dataclasses.asdict(learner.profile)
+    arrays = {"profile/label_counts": np.asarray(profile.pop("label_counts"))}
+    for key in ("mean", "std", "projection", "weights"):
+        if getattr(quick, key, None) is not None:
+            arrays[f"quick/{key}"] = np.asarray(getattr(quick, key))
+    meta = {
         "version": FORMAT_VERSION,
         "source": learner.best_source,
-        "classes": learner.classes,
+        "classes": int(learner.classes),
         "label_names": _label_names(learner),
-        "profile": learner.profile,           # a dataclass of plain values and one array
-        "shape": tuple(learner.shape),         # (frames, height, width) the adapter resizes to
+        "profile": profile,
+        "shape": [int(v) for v in learner.shape],  # (frames, height, width) of the adapter
         "cfg": learner.cfg,
-        "quick": {"cfg": quick.cfg, "mean": quick.mean, "std": quick.std,
-                  "projection": quick.projection, "weights": quick.weights},
+        "quick_cfg": quick.cfg,
         "net": None,
     }
     trainer = learner.trainer
     if learner.best_source == "net" and trainer is not None:
         weights = trainer.best_state or trainer.net.state_dict()
         net = trainer.net
-        state["net"] = {"name": net.name, "frames": net.frames, "temporal": net.temporal_mode,
-                        "temperature": trainer.temperature,
-                        "state_dict": {k: v.detach().float().cpu().numpy()
-                                       if v.is_floating_point() else v.detach().cpu().numpy()
-                                       for k, v in weights.items()}}
+        meta["net"] = {"name": net.name, "frames": net.frames, "temporal": net.temporal_mode,
+                       "temperature": float(trainer.temperature), "keys": list(weights)}
+        for k, v in weights.items():
+            arrays[f"net/{k}"] = (v.detach().float() if v.is_floating_point()
+                                  else v.detach()).cpu().numpy()
+    arrays[META_KEY] = np.frombuffer(json.dumps(meta, default=_plain).encode("utf-8"),
+                                     np.uint8)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".model-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+            np.savez(f, **arrays)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -74,33 +89,42 @@ def save(learner, path):
     return True
 
 
+def _plain(value):
+    """JSON for the few numpy values a config or profile may hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} cannot be saved in a model file")
+
+
 class Predictor:
-    def __init__(self, state):
+    def __init__(self, state, arrays):
+        from .data.profile import DataProfile
         self.state = state
         self.source = state["source"]
-        self.label_names = state["label_names"]
-        profile = state["profile"]
+        self.label_names = list(state["label_names"])
+        profile = DataProfile(**state["profile"], label_counts=arrays["profile/label_counts"])
         self.multi_label = bool(profile.multi_label)
         self.channels = profile.channels
         self.adapter = FrameAdapter(profile, *state["shape"])
         from .quick import QuickModel
-        q = state["quick"]
-        self.quick = QuickModel(q["cfg"])
-        self.quick.mean, self.quick.std = q["mean"], q["std"]
-        self.quick.projection, self.quick.weights = q["projection"], q["weights"]
+        self.quick = QuickModel(state["quick_cfg"])
+        for key in ("mean", "std", "projection", "weights"):
+            setattr(self.quick, key, arrays.get(f"quick/{key}"))
         self.net = None
         if state["net"] is not None:
-            self._build_net(state["net"])
+            self._build_net(state["net"], arrays)
 
-    def _build_net(self, spec):
+    def _build_net(self, spec, arrays):
         from .compat import import_torch
         torch = import_torch()
         from .nn import build_network
         # weights="none": the saved state dict holds every weight, no pretrained file needed.
         net = build_network(spec["name"], self.channels, self.state["classes"],
                             frames=spec["frames"], temporal=spec["temporal"], weights="none")
-        net.load_state_dict({k: torch.from_numpy(np.asarray(v))
-                             for k, v in spec["state_dict"].items()})
+        net.load_state_dict({k: torch.from_numpy(np.array(arrays[f"net/{k}"]))
+                             for k in spec["keys"]})
         self.net = net.eval()
         self.torch = torch
 
@@ -144,8 +168,26 @@ class Predictor:
 
 
 def load(path):
-    with open(path, "rb") as f:
-        state = pickle.load(f)
-    if state.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported model file version {state.get('version')}")
-    return Predictor(state)
+    """The Predictor saved in `path`; ModelFileError if it is not a model file of this tool."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an archive")
+        with archive:
+            if META_KEY not in archive.files:
+                raise ValueError("no model description inside")
+            state = json.loads(archive[META_KEY].tobytes().decode("utf-8"))
+            arrays = {k: archive[k] for k in archive.files if k != META_KEY}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        # allow_pickle=False: a pickle (an older model file, or a hostile one) lands here.
+        raise ModelFileError(f"{path}: not a model file of this tool "
+                             f"({' '.join(str(e).split())})") from None
+    if not isinstance(state, dict) or state.get("version") != FORMAT_VERSION:
+        version = state.get("version") if isinstance(state, dict) else None
+        raise ModelFileError(f"{path}: unsupported model file version {version} "
+                             f"(this tool reads version {FORMAT_VERSION})")
+    try:
+        return Predictor(state, arrays)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{path}: damaged model file ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:200]})") from None

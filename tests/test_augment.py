@@ -314,3 +314,35 @@ def test_search_never_holds_back_a_better_prediction(tmp_path, monkeypatch):
     learner = _run(tmp_path, monkeypatch, {})
     assert pending_at_search == [None]  # searched once, with no better prediction waiting
     assert learner.augment_search is not None
+
+
+def test_search_without_a_defined_score_keeps_nothing_and_does_not_fail():
+    """A held-out set with no class both present and absent: NAUC is None, nothing ranks."""
+    pool = load_pool("autoaugment_cifar")
+    result = search_policies(lambda transform: None, pool, dict(CFG, draws=3), time.time() + 30)
+    assert result.kept == [] and result.baseline is None
+    calls = iter([0.5, None, 0.6, None])
+    result = search_policies(lambda transform: next(calls), pool,
+                             dict(CFG, draws=3, max_error_ratio=2.0), time.time() + 30)
+    assert result.tried == 1 and [d.score for d in result.kept] == [0.6]
+
+
+def test_a_failing_optional_stage_leaves_the_best_model_in_place(tmp_path, monkeypatch, caplog):
+    """The search and the flip probe are optional: when they raise, training and predictions
+    go on from the best model so far."""
+    from skeleton.learner import Learner
+
+    def broken(self, *args):
+        self.flip_probed = True
+        raise RuntimeError("scripted failure")
+
+    monkeypatch.setattr(Learner, "_search_augmentation", broken)
+    monkeypatch.setattr(Learner, "_probe_flip", broken)
+    with caplog.at_level(logging.WARNING, logger="skeleton"):
+        learner = _run(tmp_path, monkeypatch, {"train": {"flip": True}})
+    assert learner.phase_count >= 2  # the second phase started after the failed search
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("augmentation search failed, carrying on without it: "
+                            "RuntimeError: scripted failure") for m in messages)
+    assert any(m.startswith("flip probe failed") for m in messages)
+    assert learner.best_source is not None

@@ -1,14 +1,16 @@
 """End-to-end runs of the harness (ingestion + scoring processes) on tiny datasets."""
+import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
 import pytest
 
-from autodl import layout, run_local_test
-from autodl.records import iter_records
+from autodl import codec, ingestion, layout, run_local_test
+from autodl.records import iter_records, write_records
 
 SCRIPTED = os.path.join(os.path.dirname(__file__), "submissions", "scripted")
 # Slack allowed past T: scoring polls each second, then gives SIGTERM 2 s before SIGKILL.
@@ -106,6 +108,9 @@ def _corrupt(dataset, name):
     train = os.path.join(data, "train")
     record_file = os.path.join(train, f"sample-{name}-train.tfrecord")
     metadata = os.path.join(train, "metadata.textproto")
+    test_dir = os.path.join(data, "test")
+    test_metadata = os.path.join(test_dir, "metadata.textproto")
+    solution = os.path.join(dataset, f"{name}.solution")
     return {
         "missing metadata": (lambda: os.remove(metadata), metadata, "metadata file is missing"),
         "garbled metadata": (lambda: open(metadata, "w").write("sample_count: {{{ nope"),
@@ -122,7 +127,50 @@ def _corrupt(dataset, name):
         "two data folders": (lambda: os.makedirs(os.path.join(dataset, "other.data")),
                              dataset, "2 *.data folders"),
         "no data folder": (lambda: os.rename(data, data + "_gone"), dataset, "no *.data folder"),
+        "record without id": (lambda: _edit_record(record_file, _drop_id), record_file,
+                              "record 0: record has no id"),
+        "label out of range": (lambda: _edit_record(record_file, _label_7), record_file,
+                               "label_index 7 outside 0..2"),
+        "dense frame size": (lambda: _edit_record(record_file, _short_frame), record_file,
+                             "dense frames must hold 6x6x1 = 36 values"),
+        "output_dim mismatch": (lambda: _replace(test_metadata, "output_dim: 3",
+                                                 "output_dim: 4"),
+                                test_metadata, "output_dim is 4 but the train split's is 3"),
+        "solution values": (lambda: _replace(solution, "1 0 0", "2 0 0"), solution,
+                            "holds 2; labels must be 0 or 1"),
+        "empty test split": (lambda: _empty_test(dataset, name), test_dir,
+                             "the test split holds no records"),
+        "non-UTF-8 file name": (lambda: os.rename(record_file.encode(),
+                                                  train.encode() + b"/sample-\xff.tfrecord"),
+                                "sample-\\xff.tfrecord", "the name is not valid UTF-8"),
     }
+
+
+def _edit_record(path, change):
+    payloads = list(iter_records(path))
+    example = codec.parse_record(payloads[0])
+    change(example)
+    payloads[0] = example.SerializeToString()
+    write_records(path, payloads)
+
+
+def _drop_id(example):
+    del example.context.feature["id"]
+
+
+def _label_7(example):
+    example.context.feature["label_index"].int64_list.value[0] = 7
+
+
+def _short_frame(example):
+    del example.feature_lists.feature_list[codec.DENSE_KEY].feature[0].float_list.value[-1]
+
+
+def _empty_test(dataset, name):
+    test = os.path.join(dataset, f"{name}.data", "test")
+    write_records(os.path.join(test, f"sample-{name}-test.tfrecord"), [])
+    _replace(os.path.join(test, "metadata.textproto"), "sample_count: 30", "sample_count: 0")
+    open(os.path.join(dataset, f"{name}.solution"), "w").close()
 
 
 def _truncate(path):
@@ -149,7 +197,10 @@ def _replace(path, old, new):
 
 @pytest.mark.parametrize("fault", ["missing metadata", "garbled metadata", "truncated records",
                                    "corrupt records", "wrong sample_count", "missing solution",
-                                   "solution shape", "two data folders", "no data folder"])
+                                   "solution shape", "two data folders", "no data folder",
+                                   "record without id", "label out of range", "dense frame size",
+                                   "output_dim mismatch", "solution values", "empty test split",
+                                   "non-UTF-8 file name"])
 def test_bad_datasets_get_a_clear_error(tmp_path, tiny_dataset, fault, capsys):
     dataset = tiny_dataset()
     breaking, where, message = _corrupt(dataset, "tiny")[fault]
@@ -161,6 +212,27 @@ def test_bad_datasets_get_a_clear_error(tmp_path, tiny_dataset, fault, capsys):
                                 "-time_budget", "5", "-output_dir", str(tmp_path / "o"),
                                 "-score_dir", str(tmp_path / "s"), "-progress", "false"])
     assert code == 2 and message in capsys.readouterr().err
+    if fault in ("missing solution", "solution shape", "solution values"):
+        return  # ingestion never reads the solution
+    # Ingestion on its own (the platform's way) says the same, before any submission code.
+    code = ingestion.main(["-dataset_dir", dataset, "-code_dir", SCRIPTED, "-time_budget", "5",
+                           "-output_dir", str(tmp_path / "i")])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_undecodable_image_is_a_dataset_error(tmp_path, tiny_dataset, capsys):
+    dataset = tiny_dataset(image_format="png")
+    path = os.path.join(dataset, "tiny.data", "test", "sample-tiny-test.tfrecord")
+
+    def garbage(example):
+        frame = example.feature_lists.feature_list[codec.COMPRESSED_KEY].feature[0]
+        frame.bytes_list.value[0] = b"not an image at all"
+    _edit_record(path, garbage)
+    code = run_local_test.main(["-dataset_dir", dataset, "-code_dir", SCRIPTED,
+                                "-time_budget", "5", "-output_dir", str(tmp_path / "o"),
+                                "-score_dir", str(tmp_path / "s"), "-progress", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{path}: record 0: undecodable image frame" in err
 
 
 def test_record_files_are_checked_record_by_record(tmp_path, tiny_dataset):
@@ -180,3 +252,148 @@ def test_command_line_runner_with_single_and_double_dashes(tmp_path, tiny_datase
     assert result.returncode == 0, result.stderr
     assert "[tiny] ALC " in result.stdout and "3 predictions" in result.stdout
     assert (tmp_path / "o" / "ingestion.log").exists()
+
+
+# -- hostile submissions: nothing they write or start steers or outlives the harness ----------
+# The whole run (runner, ingestion, scoring, the submission's children) ends this long after
+# the budget at most, whatever the submission does.
+RUN_END_LIMIT_S = 10.0
+
+
+def _run_cli(tmp_path, dataset, budget, behaviour, *flags, env=None, timeout=120):
+    """The runner as a separate program, so that a harness that never ends fails the test."""
+    script = os.path.join(os.path.dirname(run_local_test.__file__), "run_local_test.py")
+    env = dict(os.environ, SCRIPTED_BEHAVIOUR=behaviour,
+               SCRIPTED_PROBE=str(tmp_path / "probe.txt"), **(env or {}))
+    result = subprocess.run(
+        [sys.executable, script, "-dataset_dir", dataset, "-code_dir", SCRIPTED,
+         "-time_budget", str(budget), "-output_dir", str(tmp_path / "out"),
+         "-score_dir", str(tmp_path / "scores"), "-progress", "false", *flags],
+        capture_output=True, text=True, env=env, timeout=timeout)
+    run_json = tmp_path / "scores" / "run.json"
+    summary = json.loads(run_json.read_text()) if run_json.exists() else None
+    return result, summary
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_forged_pid_in_start_txt_kills_nothing(tmp_path, tiny_dataset, monkeypatch):
+    victim = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        _scripted(monkeypatch, "forge_pid")
+        monkeypatch.setenv("SCRIPTED_VICTIM", str(victim.pid))
+        summary = _run(tmp_path, tiny_dataset(), 5)
+        assert victim.poll() is None, "the harness signalled a process named in start.txt"
+        assert "time budget" in summary["error"]
+        assert summary["run_overrun_s"] < RUN_END_LIMIT_S
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_a_forged_clock_and_forged_predictions_are_ignored(tmp_path, tiny_dataset):
+    result, summary = _run_cli(tmp_path, tiny_dataset(), 5, "forge_clock")
+    assert result.returncode == 1, result.stderr
+    assert summary["run_overrun_s"] < RUN_END_LIMIT_S
+    # Only what ingestion handed over counts, at the times the runner saw it arrive.
+    assert 1 <= summary["num_predictions"] == len(summary["timestamps"])
+    assert max(summary["timestamps"]) <= 5
+    assert all(n != 0 for n in summary["nauc_scores"])  # no all-ones forgery among them
+
+
+def test_the_solution_is_out_of_the_submissions_reach(tmp_path, tiny_dataset, monkeypatch):
+    _scripted(monkeypatch, "peek_solution")
+    monkeypatch.setenv("SCRIPTED_PROBE", str(tmp_path / "probe.txt"))
+    summary = _run(tmp_path, tiny_dataset(), 60)
+    assert summary["ingestion_success"], summary["error"]
+    assert set((tmp_path / "probe.txt").read_text().split("\n")) == {"solution not found", ""}
+    assert summary["final_nauc"] < 0.9
+
+
+@pytest.mark.parametrize("behaviour, rule, message", [
+    ("hang_import", "2019-05", "time budget reached"),
+    ("hang_import", "2019-08", "clock did not start within 5 s"),
+    ("hang_init", "2019-12", "clock did not start within 5 s"),
+])
+def test_setup_that_never_returns_is_stopped(tmp_path, tiny_dataset, behaviour, rule, message):
+    started = time.time()
+    result, summary = _run_cli(tmp_path, tiny_dataset(), 5, behaviour, "-clock_rule", rule,
+                               "-setup_cap", "5")
+    assert result.returncode == 1, result.stderr
+    assert message in summary["error"]
+    assert summary["num_predictions"] == 0
+    # Harness start-up (TensorFlow) + the cap or the budget + the clean-up.
+    assert time.time() - started < 60
+
+
+def test_nothing_the_submission_started_outlives_the_run(tmp_path, tiny_dataset, monkeypatch):
+    _scripted(monkeypatch, "orphans")
+    probe = tmp_path / "probe.txt"
+    monkeypatch.setenv("SCRIPTED_PROBE", str(probe))
+    summary = _run(tmp_path, tiny_dataset(), 60)
+    assert summary["ingestion_success"], summary["error"]
+    pids = [int(line.split()[1]) for line in probe.read_text().splitlines()]
+    assert len(pids) == 3
+    assert [pid for pid in pids if _alive(pid)] == []
+    out = tmp_path / "out"
+    before = sorted(os.listdir(out))
+    time.sleep(1.0)
+    assert sorted(os.listdir(out)) == before  # nobody writes there any more
+
+
+def test_zip_submissions_are_unpacked_within_limits(tmp_path):
+    from autodl import ingestion
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as z:
+        for i in range(5):
+            z.writestr(f"f{i}.txt", "x")
+    with pytest.raises(ingestion.SubmissionError, match="5 entries, over the limit of 3"):
+        ingestion.extract_zip(str(many), str(tmp_path / "a"), max_entries=3)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("model.py", b"\0" * 2_000_000)
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ingestion.SubmissionError, match="unpacks to more than"):
+        ingestion.extract_zip(str(bomb), str(tmp_path / "b"), max_bytes=1_000_000)
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../../escaped.py", "x")
+        z.writestr("model.py", "x")
+    ingestion.extract_zip(str(evil), str(tmp_path / "c" / "d"))
+    assert not (tmp_path / "escaped.py").exists()
+    assert (tmp_path / "c" / "d" / "escaped.py").exists()
+
+
+@pytest.mark.parametrize("where", ["dataset", "dataset parent", "inside dataset",
+                                   "submission"])
+def test_output_folders_never_hold_the_inputs(tmp_path, tiny_dataset, capsys, where):
+    dataset = tiny_dataset()
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "model.py").write_text(open(os.path.join(SCRIPTED, "model.py")).read())
+    target = {"dataset": dataset, "dataset parent": os.path.dirname(dataset),
+              "inside dataset": os.path.join(dataset, "out"), "submission": str(code)}[where]
+    for flag in ("-output_dir", "-score_dir"):
+        other = "-score_dir" if flag == "-output_dir" else "-output_dir"
+        code_ = run_local_test.main(["-dataset_dir", dataset, "-code_dir", str(code),
+                                     "-time_budget", "5", flag, target,
+                                     other, str(tmp_path / "elsewhere"), "-progress", "false"])
+        assert code_ == 2
+        assert "refusing to overwrite or delete it" in capsys.readouterr().err
+        assert os.path.exists(os.path.join(dataset, "tiny.solution"))
+        assert (code / "model.py").exists()
+
+
+def test_a_submission_ignoring_sigterm_and_its_child_end_with_the_run(tmp_path, tiny_dataset):
+    result, summary = _run_cli(tmp_path, tiny_dataset(), 5, "stubborn")
+    assert result.returncode == 1 and "time budget reached" in summary["error"]
+    assert summary["num_predictions"] >= 1
+    assert summary["run_overrun_s"] < RUN_END_LIMIT_S
+    pids = [int(line.split()[1]) for line in (tmp_path / "probe.txt").read_text().splitlines()]
+    assert pids and [pid for pid in pids if _alive(pid)] == []

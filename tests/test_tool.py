@@ -226,3 +226,126 @@ def test_persist_network_round_trip(tmp_path):
         Image.fromarray(x[i, 0]).save(tmp_path / f"{i}.png")
     probs = predictor.predict_files([str(tmp_path / "0.png"), str(tmp_path / "1.png")])
     assert np.allclose(probs, expected[:2], atol=1e-4)
+
+
+# -- user slips: nothing is lost, every mistake is one line -----------------------------------
+@pytest.mark.parametrize("case", ["out is source", "out holds source", "out inside source",
+                                  "csv out is images", "csv out holds csv"])
+def test_convert_never_replaces_its_own_input(tmp_path, capsys, case):
+    root = make_folder(tmp_path / "shapes", per_class=3)
+    images = tmp_path / "shapes" / "circle"
+    (tmp_path / "l.csv").write_text("FileName,Labels\n0.png,a\n1.png,b\n")
+    argv = {"out is source": ["folder", str(root), "--out", str(root)],
+            "out holds source": ["folder", str(root), "--out", str(tmp_path)],
+            "out inside source": ["folder", str(root), "--out", str(root / "ds")],
+            "csv out is images": ["csv", str(tmp_path / "l.csv"), "--images", str(images),
+                                  "--out", str(images)],
+            "csv out holds csv": ["csv", str(tmp_path / "l.csv"), "--images", str(images),
+                                  "--out", str(tmp_path)]}[case]
+    assert convert.main(argv + ["--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "refusing to overwrite or delete it" in err[-1]
+    assert len(list(root.glob("*/*.png"))) == 9 and (tmp_path / "l.csv").exists()
+
+
+def _fake_repo(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "skeleton").mkdir(parents=True)
+    (repo / "configs").mkdir()
+    (repo / "model.py").write_text("class Model: pass\n")
+    (repo / "skeleton" / "a.py").write_text("x = 1\n")
+    (repo / "configs" / "c.yaml").write_text("a: 1\n")
+    (repo / "README.md").write_text("read me\n")
+    return repo
+
+
+@pytest.mark.parametrize("target, message", [
+    ("model.py", "not a zip file"), ("README.md", "not a zip file"),
+    ("skeleton/sub.zip", "packed folder skeleton/"), ("configs", "is a folder"),
+    ("elsewhere", "is a folder"), ("missing/sub.zip", "does not exist")])
+def test_zip_never_overwrites_sources(tmp_path, target, message):
+    repo = _fake_repo(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    base = tmp_path if target in ("elsewhere", "missing/sub.zip") else repo
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    with pytest.raises(tool.UserError, match=message):
+        tool.build_zip(str(base / target), repo=str(repo))
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.rglob("*.partial"))
+    ok, count, _ = tool.build_zip(str(tmp_path / "s.zip"), repo=str(repo))
+    assert count == 3
+    tool.build_zip(ok, repo=str(repo))  # replacing an earlier zip is fine
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["fit", "--data", "{data}", "--time_budget", "0", "--out", "{out}"], "positive number"),
+    (["fit", "--data", "{data}", "--time_budget", "-5", "--out", "{out}"], "positive number"),
+    (["fit", "--data", "{data}", "--time_budget", "nan", "--out", "{out}"], "positive number"),
+    (["fit", "--data", "{data}", "--time_budget", "5", "--out", "{data}"],
+     "refusing to overwrite or delete it"),
+    (["predict", "--model", "{model}", "--images", "{data}", "--out", "{missing}/p.csv"],
+     "does not exist"),
+    (["convert", "csv", "{latin1}", "--out", "{out}"], "not UTF-8 text"),
+])
+def test_tool_slips_get_one_line_errors(tmp_path, capsys, argv, expected):
+    data = make_folder(tmp_path / "shapes", per_class=3)
+    (tmp_path / "model.pt").write_bytes(b"anything")
+    (tmp_path / "latin1.csv").write_bytes("FileName,Labels\n0.png,caf\xe9\n".encode("latin-1"))
+    names = {"data": data, "out": tmp_path / "out", "model": tmp_path / "model.pt",
+             "missing": tmp_path / "missing", "latin1": tmp_path / "latin1.csv"}
+    assert tool.main([a.format(**names) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and expected in err[-1]
+    assert not (tmp_path / "out").exists()  # failed before doing anything
+    assert len(list(data.glob("*/*.png"))) == 9
+
+
+def test_names_with_line_breaks(tmp_path, capsys):
+    root = make_folder(tmp_path / "shapes", per_class=4)
+    (root / "circle" / "0.png").rename(root / "circle" / "bad\nname.png")
+    out = tmp_path / "ds"
+    assert convert.main(["folder", str(root), "--out", str(out)]) == 0
+    assert "line break" in capsys.readouterr().err
+    assert "\n" not in "".join((out / f"shapes{convert.TEST_FILES_SUFFIX}").read_text()
+                               .splitlines())
+    assert len((out / "shapes_label.name").read_text().splitlines()) == 3
+    (root / "circle").rename(root / "cir\ncle")
+    assert convert.main(["folder", str(root), "--out", str(tmp_path / "ds2")]) == 2
+    assert "class name with a line break" in capsys.readouterr().err
+    csv_path = tmp_path / "p.csv"
+    tool._write_predictions(str(csv_path), ["a\nb.png", "c.png"], ["x\ny", "z"],
+                            [[0.2, 0.8], [0.9, 0.1]])
+    assert csv_path.read_text().splitlines() == ["file,class,x\\ny,z", "a\\nb.png,z,0.2,0.8",
+                                                 "c.png,x\\ny,0.9,0.1"]
+
+
+class _Exploit:
+    """Unpickling this would create the file it names: a model file must never run code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "garbage", "truncated", "empty"])
+def test_predict_with_a_bad_model_file_is_one_line_and_runs_nothing(tmp_path, capsys, kind):
+    import pickle
+    model = tmp_path / "model.pt"
+    marker = tmp_path / "pwned"
+    if kind == "pickle":
+        model.write_bytes(pickle.dumps({"version": 1, "x": _Exploit(str(marker))}))
+    elif kind == "garbage":
+        model.write_bytes(os.urandom(2000))
+    elif kind == "truncated":
+        np.savez(str(tmp_path / "m.npz"), a=np.zeros(1000))
+        model.write_bytes((tmp_path / "m.npz").read_bytes()[:500])
+    else:
+        model.write_bytes(b"")
+    data = make_folder(tmp_path / "shapes", per_class=1)
+    assert tool.main(["predict", "--model", str(model), "--images", str(data), "--out",
+                      str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {model}: ")
+    assert not marker.exists()

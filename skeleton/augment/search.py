@@ -44,6 +44,9 @@ def search_policies(score, pool, cfg, deadline, seed=0):
     to the float image batches; cfg: the `augment` section of the config."""
     start = time.time()
     baseline = score(None)
+    if baseline is None:  # no held-out class with both positives and negatives: no ranking
+        log.info("augment search: the held-out set cannot be scored (NAUC undefined), skipped")
+        return SearchResult(None, [], 0, time.time() - start)
     rng = np.random.default_rng(seed)
     draws = []
     per_draw = min(cfg["subpolicies_per_draw"], len(pool))
@@ -53,7 +56,8 @@ def search_policies(score, pool, cfg, deadline, seed=0):
         picked = tuple(pool[j] for j in rng.choice(len(pool), per_draw, replace=False))
         # The same images for every draw and a seed per draw: scores differ only by policy.
         value = score(PolicyAugmenter(picked, cfg["ranges"], seed=seed * 1_000_003 + i))
-        draws.append(Draw(value, picked))
+        if value is not None:
+            draws.append(Draw(value, picked))
     # A draw passes when its error (1 - score) is at most max_error_ratio x the clean error:
     # 1.0 is the original's "at least as good as the plain images". Stable sort: among equal
     # scores the earlier draw wins, so a seed fixes the result.
