@@ -47,6 +47,7 @@ class Learner:
         self.scratch = None        # the scratch network's state during a fine-tuning trial
         self.trial_end = None      # when the trial must have beaten the frozen head
         self.spent = {"transfer": 0.0, "net": 0.0}  # seconds each took while both ran
+        self.transfer_snapshot = None  # (net, weights) of the last frozen head handed over
         self.net_best = -np.inf    # the best validation of a network trained from scratch
         self.finetune_best = -np.inf  # ... and of the fine-tuned pretrained network
         self.best_score = -np.inf
@@ -232,7 +233,13 @@ class Learner:
             log.info("transfer: dropped (the frozen head does not beat %s)", self.best_source)
             self.transfer = None
         elif event == "fitted":
-            return self._offer("transfer", stage.score, stage.predict_test)
+            if not self._offer("transfer", stage.score, stage.predict_test):
+                return False
+            # What saving needs (skeleton/persist.py): the trunk as it is now (fine-tuning
+            # may change it later) with the head on raw features.
+            from .transfer import snapshot_with_head
+            self.transfer_snapshot = snapshot_with_head(stage.net, stage.head)
+            return True
         elif event == "complete":
             self._choose_route(stage)
         return False

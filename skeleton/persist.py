@@ -64,12 +64,13 @@ def save(learner, path):
         "quick_cfg": quick.cfg,
         "net": None,
     }
-    trainer = learner.trainer
-    if learner.best_source == "net" and trainer is not None:
-        weights = trainer.best_state or trainer.net.state_dict()
-        net = trainer.net
+    best = _best_network(learner)
+    if best is not None:
+        net, weights, temperature, tta, view = best
         meta["net"] = {"name": net.name, "frames": net.frames, "temporal": net.temporal_mode,
-                       "temperature": float(trainer.temperature), "keys": list(weights)}
+                       "temperature": float(temperature), "keys": list(weights),
+                       "tta_flip": bool(tta), "view": [int(v) for v in view],
+                       "options": net.options}
         for k, v in weights.items():
             arrays[f"net/{k}"] = (v.detach().float() if v.is_floating_point()
                                   else v.detach()).cpu().numpy()
@@ -89,6 +90,31 @@ def save(learner, path):
     return True
 
 
+def _best_network(learner):
+    """(net, weights, temperature, flip TTA, input view (frames, h, w)) of the best model
+    when it is a network, None when it is the quick model."""
+    source = learner.best_source
+    if source == "transfer":
+        if learner.profile.is_video:  # its features are not the network's: nothing to save
+            raise ValueError("a frozen-feature head on video cannot be saved yet")
+        net, weights = learner.transfer_snapshot
+        second = learner.store.x2 is not None  # the view its features were computed from
+        view = (1, *learner.store.x2.shape[2:4]) if second else learner.shape
+        return net, weights, 1.0, False, view
+    if source not in ("net", "finetune"):
+        return None
+    trainer = learner.trainer
+    if source == "net" and getattr(learner, "scratch", None) is not None:
+        trainer = learner.scratch[0]  # a fine-tuning trial is on: the scratch one is best
+    if trainer is None:
+        return None
+    weights = trainer.best_state or trainer.net.state_dict()
+    tta = learner.cfg["train"]["tta_flip"] and trainer.flip
+    second = source == "finetune" and learner.store.x2 is not None
+    view = (learner.shape[0], *learner.store.x2.shape[2:4]) if second else learner.shape
+    return trainer.net, weights, trainer.temperature, tta, view
+
+
 def _plain(value):
     """JSON for the few numpy values a config or profile may hold."""
     if isinstance(value, np.generic):
@@ -104,7 +130,8 @@ class Predictor:
         self.state = state
         self.source = state["source"]
         self.label_names = list(state["label_names"])
-        profile = DataProfile(**state["profile"], label_counts=arrays["profile/label_counts"])
+        profile = self.profile = DataProfile(**state["profile"],
+                                             label_counts=arrays["profile/label_counts"])
         self.multi_label = bool(profile.multi_label)
         self.channels = profile.channels
         self.adapter = FrameAdapter(profile, *state["shape"])
@@ -121,8 +148,12 @@ class Predictor:
         torch = import_torch()
         from .nn import build_network
         # weights="none": the saved state dict holds every weight, no pretrained file needed.
+        options = dict(spec.get("options") or {})
         net = build_network(spec["name"], self.channels, self.state["classes"],
-                            frames=spec["frames"], temporal=spec["temporal"], weights="none")
+                            frames=spec["frames"], temporal=spec["temporal"], weights="none",
+                            **options)
+        if spec.get("view"):  # the network reads its own view (a larger one for transfer)
+            self.adapter = FrameAdapter(self.profile, *spec["view"])
         net.load_state_dict({k: torch.from_numpy(np.array(arrays[f"net/{k}"]))
                              for k in spec["keys"]})
         self.net = net.eval()
@@ -138,7 +169,7 @@ class Predictor:
         if self.net is None:
             return self.quick.predict(x)
         torch = self.torch
-        tta = self.state["cfg"]["train"].get("tta_flip", False) and x.shape[1] == 1
+        tta = self.state["net"].get("tta_flip", False)  # as the run decided (flip probe)
         out = []
         with torch.no_grad():
             for start in range(0, len(x), 256):

@@ -184,6 +184,14 @@ def train_only_tail(net, blocks):
             p.requires_grad_(False)
 
 
+def snapshot_with_head(net, head):
+    """(net, a copy of its weights with `head` as its nn.Linear head): the frozen head as a
+    whole network, for saving (images: the same pooled features)."""
+    weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    weights["head.weight"], weights["head.bias"] = head.raw_weights()
+    return net, weights
+
+
 def init_head_from(net, head):
     """Start the network's nn.Linear head from a fitted LinearHead (images: same features)."""
     weight, bias = head.raw_weights()

@@ -220,8 +220,14 @@ def test_persist_network_round_trip(tmp_path):
     assert persist.save(learner, str(tmp_path / "model.pt"))
     predictor = persist.load(str(tmp_path / "model.pt"))
     assert predictor.source == "net" and predictor.label_names == ["a", "b", "c"]
-    expected = trainer.predict(x, tta_flip=cfg["train"]["tta_flip"])
+    # Flip TTA only where the run's flip probe allowed it (here: not), as test() does.
+    expected = trainer.predict(x, tta_flip=False)
     assert np.allclose(predictor.predict_arrays(x), expected, atol=1e-4)
+    trainer.flip = True  # the probe allowed flips: the saved model averages them too
+    assert persist.save(learner, str(tmp_path / "flip.pt"))
+    flipped = persist.load(str(tmp_path / "flip.pt")).predict_arrays(x)
+    assert np.allclose(flipped, trainer.predict(x, tta_flip=True), atol=1e-4)
+    assert not np.allclose(flipped, expected, atol=1e-4)
     for i in range(2):
         Image.fromarray(x[i, 0]).save(tmp_path / f"{i}.png")
     probs = predictor.predict_files([str(tmp_path / "0.png"), str(tmp_path / "1.png")])

@@ -232,6 +232,15 @@ def test_learner_hands_over_the_frozen_head_when_it_validates_better(tmp_path, c
     solution = np.loadtxt(os.path.join(path, "t.solution"))
     handed = predictions[sources.index("transfer")]
     assert nauc(solution, handed) > nauc(solution, predictions[0])
+    # Saved while the frozen head is the best, it predicts like the head did.
+    from skeleton import persist
+    last = len(sources) - 1 - sources[::-1].index("transfer")
+    learner.best_source = "transfer"
+    assert persist.save(learner, str(tmp_path / "model.pt"))
+    predictor = persist.load(str(tmp_path / "model.pt"))
+    assert predictor.source == "transfer"
+    np.testing.assert_allclose(predictor.predict_arrays(learner.test_x), predictions[last],
+                               atol=2e-3)
 
 
 @needs_weights

@@ -82,6 +82,9 @@ class Classifier(nn.Module):
         self.frames = frames
         self.temporal_mode = temporal
         self.weights_used = weights_used
+        # How to build it again (skeleton/persist.py saves these beside the weights).
+        self.options = {"imagenet_norm": bool(imagenet_norm), "head_bias": bool(head_bias),
+                        "input_size": list(input_size) if input_size else None}
         self.stem = InputStem(in_channels, imagenet=imagenet_norm, size=input_size)
         self.trunk = trunk
         self.feature_dim = trunk.out_features
