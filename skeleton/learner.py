@@ -192,7 +192,7 @@ class Learner:
         log.info("network %s (%s) on %s, %d threads", name, net.weights_used, device,
                  torch.get_num_threads())
         if self.cfg["transfer"]["enabled"]:
-            self._build_transfer(device)
+            self._optional("transfer", self._build_transfer, device)
 
     # -- transfer --------------------------------------------------------------------------
     def _build_transfer(self, device):
@@ -351,7 +351,10 @@ class Learner:
                 self._end_trial()
             if self.transfer is not None and self._transfer_turn():
                 started = time.time()
-                offered = self._transfer_step(sched["train_chunk_s"])
+                offered = self._optional("transfer", self._transfer_step,
+                                         sched["train_chunk_s"])
+                if offered is None:  # it failed: the run goes on without it
+                    self.transfer = None
                 self.spent["transfer"] += time.time() - started
                 if offered:
                     return  # its better prediction goes out now

@@ -239,7 +239,7 @@ class TransferStage:
                 self.test_rows.append(self.features.compute(x_test[done:done + self.features.batch]))
                 done += len(self.test_rows[-1])
             self.test_features = (np.concatenate(self.test_rows) if self.test_rows
-                                  else np.zeros((0, 1), np.float32))
+                                  else np.zeros((0, len(self.head.mean)), np.float32))
             self.state = "grow"
             return "fitted"
         if self.state == "grow":

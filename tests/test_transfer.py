@@ -271,3 +271,29 @@ def test_learner_without_pretrained_weights_trains_from_scratch(tmp_path, monkey
         learner, predictions, sources = _drive(path, "n", FAST, rounds=4)
     assert learner.transfer is None and "no pretrained backbone" in caplog.text
     assert "transfer" not in sources and len(predictions) >= 2
+
+
+@needs_weights
+def test_a_failing_transfer_stage_leaves_the_run_going(tmp_path, monkeypatch, caplog):
+    from skeleton import transfer
+    def broken(*args, **kwargs):
+        raise MemoryError("no room for features")
+    monkeypatch.setattr(transfer.TransferStage, "work", broken)
+    train, test = _textures(60, 24, seed=8), _textures(15, 24, seed=9)
+    path = write_dataset(tmp_path / "b", "b", train, test, output_dim=3, image_format="png")
+    with caplog.at_level(logging.WARNING, logger="skeleton"):
+        learner, predictions, sources = _drive(path, "b", FAST, rounds=4)
+    assert "transfer failed, carrying on without it: MemoryError" in caplog.text
+    assert learner.transfer is None and learner.trainer.steps > 0
+    assert all(p.shape == (15, 3) for p in predictions)
+
+
+@needs_weights
+def test_stage_with_an_empty_test_set_predicts_an_empty_array():
+    x_list, labels = _textures(40, 32, seed=10)
+    x, y = np.stack(x_list)[:, None], np.eye(3, dtype=np.float32)[labels]
+    net = build_pretrained(TCFG, 3, 3, 1, "mean", (64, 64), cuda=False)
+    stage = TransferStage(net, dict(TCFG, batch=8), False, torch.device("cpu"))
+    assert stage.work(x, y, np.arange(10), np.arange(10, 40), x[:0], -1.0,
+                      float("inf")) == "fitted"
+    assert stage.predict_test().shape == (0, 3)
