@@ -160,12 +160,17 @@ def test_stage_probes_then_predicts_then_completes():
     assert nauc(y[140:], stage.predict_test()) > 0.5
 
 
-@needs_weights
-def test_stage_drops_when_the_probe_loses_and_stops_at_its_deadline():
-    x_list, labels = _textures(60, 32, seed=1)
+def _small_stage(n, seed):
+    """A stage over n 32-px texture images (3 classes), with feature batches of 8."""
+    x_list, labels = _textures(n, 32, seed=seed)
     x, y = np.stack(x_list)[:, None], np.eye(3, dtype=np.float32)[labels]
     net = build_pretrained(TCFG, 3, 3, 1, "mean", (64, 64), cuda=False)
-    stage = TransferStage(net, dict(TCFG, batch=8), False, torch.device("cpu"))
+    return TransferStage(net, dict(TCFG, batch=8), False, torch.device("cpu")), x, y
+
+
+@needs_weights
+def test_stage_drops_when_the_probe_loses_and_stops_at_its_deadline():
+    stage, x, y = _small_stage(60, seed=1)
     assert stage.work(x, y, np.arange(10), np.arange(10, 50), x[50:], 1.0, 0.0) is None
     assert stage.state == "probe" and not stage.features.rows  # past its deadline: no work
     assert stage.work(x, y, np.arange(10), np.arange(10, 50), x[50:], 1.0,
@@ -298,10 +303,7 @@ def test_a_failing_transfer_stage_leaves_the_run_going(tmp_path, monkeypatch, ca
 
 @needs_weights
 def test_stage_with_an_empty_test_set_predicts_an_empty_array():
-    x_list, labels = _textures(40, 32, seed=10)
-    x, y = np.stack(x_list)[:, None], np.eye(3, dtype=np.float32)[labels]
-    net = build_pretrained(TCFG, 3, 3, 1, "mean", (64, 64), cuda=False)
-    stage = TransferStage(net, dict(TCFG, batch=8), False, torch.device("cpu"))
+    stage, x, y = _small_stage(40, seed=10)
     assert stage.work(x, y, np.arange(10), np.arange(10, 40), x[:0], -1.0,
                       float("inf")) == "fitted"
     assert stage.predict_test().shape == (0, 3)
