@@ -2,8 +2,11 @@
 
     python autodl/run_local_test.py -dataset_dir=DIR -code_dir=DIR -time_budget=SECONDS
 
-Ingestion and scoring run as two processes side by side; scoring stops ingestion at the
-budget. Outputs: autodl/AutoDL_sample_result_submission/ (predictions, start.txt, end.txt)
+Ingestion (the submission, in its own session, on a staged copy of NAME.data/ with no
+.solution above it) and scoring run as two processes. Nothing the submission writes is read
+back: ingestion reports on a pipe, this runner stamps each report on arrival, writes the
+prediction files, feeds scoring on its standard input, stops ingestion at clock start + T and
+then kills every process the submission started. Outputs: autodl/AutoDL_sample_result_submission/ (predictions, start.txt, end.txt)
 and autodl/AutoDL_scoring_output/ (scores.txt, scores.json, learning-curve-NAME.png,
 detailed_results.html, run.json).
 """
