@@ -2,8 +2,11 @@
 
     python autodl/run_local_test.py -dataset_dir=DIR -code_dir=DIR -time_budget=SECONDS
 
-Ingestion and scoring run as two processes side by side; scoring stops ingestion at the
-budget. Outputs: autodl/AutoDL_sample_result_submission/ (predictions, start.txt, end.txt)
+Ingestion (the submission, in its own session, on a staged copy of NAME.data/ with no
+.solution above it) and scoring run as two processes. Nothing the submission writes is read
+back: ingestion reports on a pipe, this runner stamps each report on arrival, writes the
+prediction files, feeds scoring on its standard input, stops ingestion at clock start + T and
+then kills every process the submission started. Outputs: autodl/AutoDL_sample_result_submission/ (predictions, start.txt, end.txt)
 and autodl/AutoDL_scoring_output/ (scores.txt, scores.json, learning-curve-NAME.png,
 detailed_results.html, run.json).
 """
@@ -237,6 +240,8 @@ def _run(data_dir, staging, name, shape, code_dir, time_budget, output_dir, scor
                  errors="replace")
     # The submission's temporary files go to the staging folder, removed after the run.
     ingestion_env = dict(os.environ, TMPDIR=os.path.join(staging, "tmp"))
+    me = os.getpid()
+    preexisting = [pid for pid, ppid in _process_table().items() if ppid == me]
     launched = time.time()
     ingestion = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "ingestion.py"), "-dataset_dir", staging,
@@ -245,7 +250,7 @@ def _run(data_dir, staging, name, shape, code_dir, time_budget, output_dir, scor
          "-report_fd", str(report_w)],
         pass_fds=(report_w,), env=ingestion_env, start_new_session=True, **piped)
     os.close(report_w)
-    tree = ProcessTree(ingestion.pid)
+    tree = ProcessTree(ingestion, preexisting)
     report = Report(report_r, shape)
     # Scoring is light, but keep its numpy to one thread: the submission owns the CPU.
     scoring_env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
@@ -367,7 +372,7 @@ def _become_subreaper():
 
 
 def _process_table():
-    """{pid: (ppid, start ticks)} of every process, from /proc."""
+    """{pid: ppid} of every process, from /proc."""
     table = {}
     try:
         entries = os.listdir("/proc")
@@ -381,30 +386,30 @@ def _process_table():
                 fields = f.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        table[int(entry)] = (int(fields[1]), int(fields[19]))
+        table[int(entry)] = int(fields[1])
     return table
 
 
 class ProcessTree:
     """Ingestion and everything it started, whatever group or session they moved to."""
 
-    def __init__(self, root):
-        self.root = root
+    def __init__(self, process, preexisting):
+        self.process = process
+        self.root = process.pid
         self.me = os.getpid()
-        self.exclude = set()
-        self.known = {root}
-        table = _process_table()
-        self.root_start = table.get(root, (0, 0))[1]
+        self.exclude = set(preexisting)  # our children from before ingestion: not its tree
+        self.known = {self.root}
 
     def members(self):
         table = _process_table()
         children = {}
-        for pid, (ppid, started) in table.items():
+        for pid, ppid in table.items():
             children.setdefault(ppid, []).append(pid)
-        # Orphans re-parented to us (we are the subreaper) that started after ingestion.
-        roots = [p for p in self.known if p in table]
-        roots += [p for p in children.get(self.me, []) if p not in self.exclude and
-                  table[p][1] >= self.root_start]
+        # Orphans re-parented to us (we are the subreaper): our children that we did not
+        # start ourselves (before ingestion, or scoring).
+        reaped = self.process.returncode is not None  # its pid may be anyone's now
+        roots = [p for p in self.known if p in table and not (reaped and p == self.root)]
+        roots += [p for p in children.get(self.me, []) if p not in self.exclude]
         found, stack = set(), roots
         while stack:
             pid = stack.pop()
@@ -415,7 +420,8 @@ class ProcessTree:
         return found
 
     def track(self):
-        self.known |= self.members()
+        # Recomputed, not accumulated: a pid that ended is forgotten before it can be reused.
+        self.known = self.members() | {self.root}
 
     def stop(self, ingestion, usage):
         """SIGTERM ingestion's group, SIGKILL everything KILL_GRACE_S later."""
@@ -432,7 +438,7 @@ class ProcessTree:
         for _ in range(50):
             _signal_group(self.root, signal.SIGKILL)
             members = self.members()
-            self.known |= members
+            self.known = members | {self.root}
             for pid in members:
                 try:
                     os.kill(pid, signal.SIGKILL)
