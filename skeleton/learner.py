@@ -209,8 +209,8 @@ class Learner:
 
     def _transfer_turn(self):
         """Whether the stage is due a slice: it gets `transfer.share` of the time both use
-        (probe_share while it probes), until the scratch network validates better than its
-        head (then it ends)."""
+        (first_share until its first handover), until the scratch network validates better
+        than its head (then it ends)."""
         stage = self.transfer
         if stage.score is not None and self.net_best > stage.score:
             log.info("transfer: dropped (scratch network %.4f > frozen head %.4f)",
@@ -218,7 +218,10 @@ class Learner:
             self.transfer = None
             return False
         used = self.spent["transfer"]
-        share = self.cfg["transfer"]["probe_share" if stage.state == "probe" else "share"]
+        # Until its first handover (probe, then the test set) the stage runs alone: a probe
+        # that wins means the head is about to be the best model.
+        first = stage.state in ("probe", "test")
+        share = self.cfg["transfer"]["first_share" if first else "share"]
         return used <= share * (used + self.spent["net"])
 
     def _transfer_step(self, seconds):
