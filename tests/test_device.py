@@ -148,7 +148,8 @@ FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "train_chunk_s": 0.5,
         "train": {"min_phase_seconds": 1.0, "horizon_epochs": 1, "batch_cpu": 16,
                   "batch_cuda": 16, "test_batch": 64},
         "net": {"cuda": "fastnet_small"},
-        "augment": {"search": False}}
+        "augment": {"search": False},
+        "transfer": {"enabled": False}}  # these tests are about the network's CUDA path
 
 
 @pytest.fixture

@@ -214,7 +214,7 @@ FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "train_chunk_s": 0.5}
         "augment": {"search": False}}
 
 
-def _drive(path, name, overrides, rounds, budget=60.0):
+def _drive(path, name, overrides, rounds, budget=60.0, stop=lambda learner: False):
     import sys
     sys.path.insert(0, ROOT)
     from autodl.dataset import AutoDLDataset
@@ -228,7 +228,7 @@ def _drive(path, name, overrides, rounds, budget=60.0):
         learner.train(train.get_dataset(), budget)
         predictions.append(learner.test(test.get_dataset(), budget))
         sources.append(learner.best_source)
-        if learner.done_training:
+        if learner.done_training or stop(learner):
             break
     return learner, predictions, sources
 
@@ -263,8 +263,12 @@ def test_learner_fine_tunes_on_trial_and_returns_to_scratch_when_it_loses(tmp_pa
     overrides = dict(FAST, transfer={"probe_records": 32, "max_train_records": 64,
                                      "share": 0.9, "finetune_min_s": 0.0,
                                      "finetune_trial_s": 1.0, "max_side_cpu": 80})
+    # Validation never saturates: the run goes on until the trial has been decided.
+    overrides["schedule"] = dict(FAST["schedule"], valid_auc_stop=1.1)
     with caplog.at_level(logging.INFO, logger="skeleton"):
-        learner, predictions, sources = _drive(path, "f", overrides, rounds=20)
+        learner, predictions, sources = _drive(
+            path, "f", overrides, rounds=20,
+            stop=lambda learner: learner.trial_end is not None and learner.scratch is None)
     assert learner.store.x2 is not None and learner.store.x2.shape[2:4] == (80, 80)
     assert "fine-tuning mobilenet_v2 on trial" in caplog.text, caplog.text
     won = "wins its trial" in caplog.text
