@@ -209,11 +209,12 @@ class Learner:
 
     def _transfer_turn(self):
         """Whether the stage is due a slice: it gets `transfer.share` of the time both use
-        (first_share until its first handover), until the scratch network validates better
-        than its head (then it ends)."""
+        (first_share until its first handover), until the scratch network's held-out error
+        is clearly below its head's (at most drop_error_ratio of it: then it ends)."""
         stage = self.transfer
-        if stage.score is not None and self.net_best > stage.score:
-            log.info("transfer: dropped (scratch network %.4f > frozen head %.4f)",
+        ratio = self.cfg["transfer"]["drop_error_ratio"]
+        if stage.score is not None and 1.0 - self.net_best <= ratio * (1.0 - stage.score):
+            log.info("transfer: dropped (scratch network %.4f, frozen head %.4f)",
                      self.net_best, stage.score)
             self.transfer = None
             return False

@@ -311,3 +311,16 @@ def test_stage_with_an_empty_test_set_predicts_an_empty_array():
     assert stage.work(x, y, np.arange(10), np.arange(10, 40), x[:0], -1.0,
                       float("inf")) == "fitted"
     assert stage.predict_test().shape == (0, 3)
+
+
+def test_stage_ends_only_when_the_scratch_network_is_clearly_better():
+    import types
+    from skeleton.learner import Learner
+    learner = Learner.__new__(Learner)  # only the bookkeeping _transfer_turn reads
+    learner.cfg = load_config("image")
+    learner.spent = {"transfer": 0.0, "net": 1.0}
+    stage = types.SimpleNamespace(score=0.70, state="grow")
+    learner.transfer, learner.net_best = stage, 0.72  # better, but within held-out noise
+    assert learner._transfer_turn() and learner.transfer is stage
+    learner.net_best = 0.80  # error 0.20 <= 0.7 x 0.30: the network is clearly better
+    assert not learner._transfer_turn() and learner.transfer is None
