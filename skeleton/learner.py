@@ -258,7 +258,9 @@ class Learner:
         tcfg = self.cfg["transfer"]
         self.transfer = None
         left = self._time_left() - self._reserve()
-        if not (tcfg["finetune"] and stage.score is not None and stage.score > self.net_best
+        cuda = self.trainer.device.type == "cuda"
+        finetune = tcfg["finetune_cuda" if cuda else "finetune_cpu"]
+        if not (finetune and stage.score is not None and stage.score > self.net_best
                 and left >= tcfg["finetune_min_s"]):
             log.info("transfer: frozen head %.4f, scratch network %.4f, %.0f s left: keeping "
                      "the scratch network", stage.score or 0.0, self.net_best, left)

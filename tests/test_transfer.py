@@ -237,7 +237,7 @@ def _drive(path, name, overrides, rounds, budget=60.0, stop=lambda learner: Fals
 def test_learner_hands_over_the_frozen_head_when_it_validates_better(tmp_path, caplog):
     train, test = _textures(240, 48, seed=2), _textures(60, 48, seed=3)
     path = write_dataset(tmp_path / "t", "t", train, test, output_dim=3, image_format="png")
-    overrides = dict(FAST, transfer={"probe_records": 64, "share": 0.9, "finetune": False})
+    overrides = dict(FAST, transfer={"probe_records": 64, "share": 0.9})
     with caplog.at_level(logging.INFO, logger="skeleton"):
         learner, predictions, sources = _drive(path, "t", overrides, rounds=12)
     assert sources[0] == "quick" and "transfer" in sources, (sources, caplog.text)
@@ -261,7 +261,7 @@ def test_learner_fine_tunes_on_trial_and_returns_to_scratch_when_it_loses(tmp_pa
     train, test = _textures(120, 80, seed=4), _textures(30, 80, seed=5)
     path = write_dataset(tmp_path / "f", "f", train, test, output_dim=3, image_format="png")
     overrides = dict(FAST, transfer={"probe_records": 32, "max_train_records": 64,
-                                     "share": 0.9, "finetune_min_s": 0.0,
+                                     "share": 0.9, "finetune_min_s": 0.0, "finetune_cpu": True,
                                      "finetune_trial_s": 1.0, "max_side_cpu": 80})
     # Validation never saturates: the run goes on until the trial has been decided.
     overrides["schedule"] = dict(FAST["schedule"], valid_auc_stop=1.1)
