@@ -236,7 +236,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "train_chunk_s": 0.5},
         "train": {"min_phase_seconds": 1.0, "horizon_epochs": 1, "batch_cpu": 16,
                   "batch_cuda": 16, "test_batch": 64},
-        "augment": {"min_time_left_s": 1.0, "max_seconds": 3.0, "budget_fraction": 1.0}}
+        "augment": {"min_time_left_s": 1.0, "max_seconds": 3.0, "budget_fraction": 1.0},
+        # These tests are about the phases of the scratch network: no transfer stage beside it.
+        "transfer": {"enabled": False}}
 
 
 def _run(tmp_path, monkeypatch, overrides, shape=(16, 16, 1), rounds=8):
