@@ -173,17 +173,6 @@ class FrozenFeatures:
     def matrix(self, indices):
         return np.stack([self.rows[int(i)] for i in indices])
 
-    def done(self, indices):
-        return all(int(i) in self.rows for i in indices)
-
-
-def compute_all(features, x):
-    """Features of every example of x (the test set) in order, computed by batches."""
-    out = []
-    for start in range(0, len(x), features.batch):
-        out.append(features.compute(x[start:start + features.batch]))
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
 
 def train_only_tail(net, blocks):
     """Freeze the trunk but its last `blocks` stages (all of it trains when blocks <= 0 or the
