@@ -188,18 +188,38 @@ class Predictor:
         if not paths:
             return np.zeros((0, len(self.label_names)), np.float32)
         x = np.stack([self._load(p) for p in paths])
-        scores = np.asarray(self.predict_arrays(x), np.float64)
-        if self.net is None:
-            if self.multi_label:
-                scores = 1.0 / (1.0 + np.exp(-scores))
-            else:
-                e = np.exp(scores - scores.max(axis=1, keepdims=True))
-                scores = e / e.sum(axis=1, keepdims=True)
-        return scores.astype(np.float32)
+        scores = self.predict_arrays(x)
+        return scores if self.net is not None else to_probabilities(scores, self.multi_label)
+
+
+def to_probabilities(scores, multi_label):
+    """Scores whose ranks are all AutoDL reads (the quick model's) -> probabilities [N, C]:
+    a sigmoid per class when multi-label, else a softmax over the classes."""
+    scores = np.asarray(scores, np.float64)
+    if multi_label:
+        return (1.0 / (1.0 + np.exp(-scores))).astype(np.float32)
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def read_description(path):
+    """The plain-value description saved with a model (source, classes, label names,
+    profile with multi_label, ...), without building it: no torch import."""
+    state, _ = _read(path)
+    return state
 
 
 def load(path):
     """The Predictor saved in `path`; ModelFileError if it is not a model file of this tool."""
+    state, arrays = _read(path)
+    try:
+        return Predictor(state, arrays)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{path}: damaged model file ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:200]})") from None
+
+
+def _read(path):
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -217,8 +237,4 @@ def load(path):
         version = state.get("version") if isinstance(state, dict) else None
         raise ModelFileError(f"{path}: unsupported model file version {version} "
                              f"(this tool reads version {FORMAT_VERSION})")
-    try:
-        return Predictor(state, arrays)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise ModelFileError(f"{path}: damaged model file ({type(e).__name__}: "
-                             f"{' '.join(str(e).split())[:200]})") from None
+    return state, arrays
