@@ -37,12 +37,12 @@ def gpu_present():
 def choose_precision(capability, cfg):
     """'bf16', 'fp16' or 'fp32' and the reason, for a CUDA device of compute capability
     `capability` ((major, minor)), or for the CPU when `capability` is None."""
-    setting = cfg.get("precision", "auto")
+    setting = cfg["precision"]
     if setting not in PRECISIONS:
         raise ValueError(f"train.precision is {setting!r}; expected one of "
                          f"{', '.join(PRECISIONS)}")
     if capability is None:  # the CPU keeps its own switch
-        if cfg.get("cpu_bf16", False):
+        if cfg["cpu_bf16"]:
             return "bf16", "cpu_bf16 is on"
         return "fp32", "CPU"
     if setting != "auto":
@@ -93,27 +93,11 @@ def report(message):
     print(f"autoclint: {message}", file=sys.stderr, flush=True)
 
 
-def cuda_failed(learner, error, stage):
-    """True when `error` came from the CUDA path and the learner was set to carry on: on the
-    CPU when no network model has been kept yet, else with its best predictions so far and no
-    more training. False (the caller re-raises) for errors off the CUDA path."""
+def cuda_failed(device, error):
+    """True when `error` came from the CUDA path (a RuntimeError on a CUDA device); CUDA is
+    then off for the rest of the process (pick_device answers the CPU)."""
     global _cuda_broken
-    device = getattr(learner, "device", None)
     if device is None or device.type != "cuda" or not isinstance(error, RuntimeError):
         return False
     _cuda_broken = True
-    trainer = learner.trainer
-    kept = learner.best_source in ("net", "finetune") or (
-        trainer is not None and trainer.best_state is not None)
-    if not kept:
-        report(f"CUDA failed while {stage} ({first_line(error)}); "
-               "the network starts again on the CPU")
-        learner.trainer = None  # the next train() call builds it (and transfer) on the CPU
-        learner.transfer = learner.scratch = None
-        learner.second_view = learner.finetuning = False
-        learner.device = None
-    else:
-        report(f"CUDA failed while {stage} ({first_line(error)}); "
-               f"keeping the best model so far ({learner.best_source})")
-        learner.done_training = True  # a pending better model still gets its test() try
     return True

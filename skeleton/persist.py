@@ -1,4 +1,5 @@
-"""Save a learner's best model to one file and predict new images with it, outside AutoDL.
+"""Save a learner's best model to one file and load it back: serialising only (what the
+loaded model does is skeleton/predict.Predictor, the run's own prediction path).
 
     save(learner, path)              # model.py does this after each test() when the env var
                                      # AUTOCLINT_SAVE_DIR is set (off in the challenge)
@@ -19,25 +20,25 @@ import zipfile
 
 import numpy as np
 
-from .data.decode import decode_image
-from .data.store import FrameAdapter
+from .predict import Predictor, to_probabilities  # noqa: F401  (the tool's entry points)
 
 FORMAT_VERSION = 2
 META_KEY = "__meta__"
+QUICK_ARRAYS = ("mean", "std", "projection", "weights")  # the fitted quick model
 
 
 class ModelFileError(ValueError):
     """A model file that cannot be loaded; the message names the file and the reason."""
 
 
-def _label_names(learner):
+def _label_names(metadata, classes):
     try:
-        mapping = learner.metadata.get_label_to_index_map() or {}
+        mapping = metadata.get_label_to_index_map() or {}
     except Exception:  # noqa: BLE001  (metadata without names: numbered classes)
         mapping = {}
-    names = [str(i) for i in range(learner.classes)]
+    names = [str(i) for i in range(classes)]
     for name, index in dict(mapping).items():
-        if 0 <= int(index) < learner.classes:
+        if 0 <= int(index) < classes:
             names[int(index)] = str(name)
     return names
 
@@ -45,32 +46,35 @@ def _label_names(learner):
 def save(learner, path):
     """Write the learner's best model so far (network if it is the best, else the quick
     model) to `path`, atomically. Returns False when there is nothing to save yet."""
-    if getattr(learner, "best_source", None) is None or getattr(learner, "quick", None) is None:
+    best, feed = learner.best, learner.feed
+    if best.source is None or learner.quick is None:
         return False
     quick = learner.quick
-    profile = dataclasses.asdict(learner.profile)
+    profile = dataclasses.asdict(feed.profile)
     arrays = {"profile/label_counts": np.asarray(profile.pop("label_counts"))}
-    for key in ("mean", "std", "projection", "weights"):
+    for key in QUICK_ARRAYS:
         if getattr(quick, key, None) is not None:
             arrays[f"quick/{key}"] = np.asarray(getattr(quick, key))
     meta = {
         "version": FORMAT_VERSION,
-        "source": learner.best_source,
-        "classes": int(learner.classes),
-        "label_names": _label_names(learner),
+        "source": best.source,
+        "classes": int(feed.classes),
+        "label_names": _label_names(feed.metadata, feed.classes),
         "profile": profile,
-        "shape": [int(v) for v in learner.shape],  # (frames, height, width) of the adapter
-        "cfg": learner.cfg,
+        "shape": [int(v) for v in feed.shape],  # (frames, height, width) of the adapter
+        "cfg": feed.cfg,
         "quick_cfg": quick.cfg,
         "net": None,
     }
-    best = _best_network(learner)
-    if best is not None:
-        net, weights, temperature, tta, view = best
+    exported = best.saved
+    if exported is None and best.source != "quick":
+        raise ValueError(f"the best model so far ({best.source}) cannot be saved")
+    if exported is not None:
+        net, weights = exported.net, exported.weights
         meta["net"] = {"name": net.name, "frames": net.frames, "temporal": net.temporal_mode,
-                       "temperature": float(temperature), "keys": list(weights),
-                       "tta_flip": bool(tta), "view": [int(v) for v in view],
-                       "options": net.options}
+                       "temperature": float(exported.temperature), "keys": list(weights),
+                       "tta_flip": bool(exported.tta_flip),
+                       "view": [int(v) for v in exported.view], "options": net.options}
         for k, v in weights.items():
             arrays[f"net/{k}"] = (v.detach().float() if v.is_floating_point()
                                   else v.detach()).cpu().numpy()
@@ -90,29 +94,16 @@ def save(learner, path):
     return True
 
 
-def _best_network(learner):
-    """(net, weights, temperature, flip TTA, input view (frames, h, w)) of the best model
-    when it is a network, None when it is the quick model."""
-    source = learner.best_source
-    if source == "transfer":
-        if learner.profile.is_video:  # its features are not the network's: nothing to save
-            raise ValueError("a frozen-feature head on video cannot be saved yet")
-        net, weights = learner.transfer_snapshot
-        second = learner.store.x2 is not None  # the view its features were computed from
-        view = (1, *learner.store.x2.shape[2:4]) if second else learner.shape
-        return net, weights, 1.0, False, view
-    if source not in ("net", "finetune"):
-        return None
-    trainer = learner.trainer
-    if source == "net" and getattr(learner, "scratch", None) is not None:
-        trainer = learner.scratch[0]  # a fine-tuning trial is on: the scratch one is best
-    if trainer is None:
-        return None
-    weights = trainer.best_state or trainer.net.state_dict()
-    tta = learner.cfg["train"]["tta_flip"] and trainer.flip
-    second = source == "finetune" and learner.store.x2 is not None
-    view = (learner.shape[0], *learner.store.x2.shape[2:4]) if second else learner.shape
-    return trainer.net, weights, trainer.temperature, tta, view
+@dataclasses.dataclass
+class SavedNetwork:
+    """What saving a network needs: the module (its architecture), the weights to save (the
+    best checkpoint, or a frozen head written into the head), how the run predicted with it
+    and the input view (frames, height, width) it reads."""
+    net: object
+    weights: dict
+    temperature: float
+    tta_flip: bool
+    view: tuple
 
 
 def _plain(value):
@@ -124,82 +115,26 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} cannot be saved in a model file")
 
 
-class Predictor:
-    def __init__(self, state, arrays):
-        from .data.profile import DataProfile
-        self.state = state
-        self.source = state["source"]
-        self.label_names = list(state["label_names"])
-        profile = self.profile = DataProfile(**state["profile"],
-                                             label_counts=arrays["profile/label_counts"])
-        self.multi_label = bool(profile.multi_label)
-        self.channels = profile.channels
-        self.adapter = FrameAdapter(profile, *state["shape"])
-        from .quick import QuickModel
-        self.quick = QuickModel(state["quick_cfg"])
-        for key in ("mean", "std", "projection", "weights"):
-            setattr(self.quick, key, arrays.get(f"quick/{key}"))
-        self.net = None
-        if state["net"] is not None:
-            self._build_net(state["net"], arrays)
-
-    def _build_net(self, spec, arrays):
+def _build(state, arrays):
+    """The Predictor of a model file's description and arrays."""
+    from .data.profile import DataProfile
+    from .quick import QuickModel
+    profile = DataProfile(**state["profile"], label_counts=arrays["profile/label_counts"])
+    quick = QuickModel(state["quick_cfg"])
+    for key in QUICK_ARRAYS:
+        setattr(quick, key, arrays.get(f"quick/{key}"))
+    spec, net = state["net"], None
+    if spec is not None:
         from .compat import import_torch
         torch = import_torch()
         from .nn import build_network
         # weights="none": the saved state dict holds every weight, no pretrained file needed.
-        options = dict(spec.get("options") or {})
-        net = build_network(spec["name"], self.channels, self.state["classes"],
+        net = build_network(spec["name"], profile.channels, state["classes"],
                             frames=spec["frames"], temporal=spec["temporal"], weights="none",
-                            **options)
-        if spec.get("view"):  # the network reads its own view (a larger one for transfer)
-            self.adapter = FrameAdapter(self.profile, *spec["view"])
+                            **spec["options"])
         net.load_state_dict({k: torch.from_numpy(np.array(arrays[f"net/{k}"]))
                              for k in spec["keys"]})
-        self.net = net.eval()
-        self.torch = torch
-
-    def _load(self, path):
-        with open(path, "rb") as f:
-            frame = decode_image(f.read(), self.channels)
-        return self.adapter(frame[None])  # one frame: [1, H, W, C] -> [T, h, w, C]
-
-    def predict_arrays(self, x):
-        """uint8 [N, T, H, W, C] at the adapter's size -> scores [N, C]."""
-        if self.net is None:
-            return self.quick.predict(x)
-        torch = self.torch
-        tta = self.state["net"].get("tta_flip", False)  # as the run decided (flip probe)
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(x), 256):
-                xb = torch.from_numpy(x[start:start + 256]).permute(0, 1, 4, 2, 3).float() / 255
-                logits = self.net(xb)
-                if tta:
-                    logits = (logits + self.net(xb.flip(-1))) / 2
-                logits = logits / self.state["net"]["temperature"]
-                out.append((torch.sigmoid(logits) if self.multi_label
-                            else torch.softmax(logits, dim=1)).numpy())
-        return np.concatenate(out)
-
-    def predict_files(self, paths):
-        """Probabilities [N, C] for image files (the quick model's scores are turned into
-        probabilities with a softmax, or a sigmoid when multi-label)."""
-        if not paths:
-            return np.zeros((0, len(self.label_names)), np.float32)
-        x = np.stack([self._load(p) for p in paths])
-        scores = self.predict_arrays(x)
-        return scores if self.net is not None else to_probabilities(scores, self.multi_label)
-
-
-def to_probabilities(scores, multi_label):
-    """Scores whose ranks are all AutoDL reads (the quick model's) -> probabilities [N, C]:
-    a sigmoid per class when multi-label, else a softmax over the classes."""
-    scores = np.asarray(scores, np.float64)
-    if multi_label:
-        return (1.0 / (1.0 + np.exp(-scores))).astype(np.float32)
-    e = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return Predictor(state, profile, quick, net)
 
 
 def read_description(path):
@@ -213,7 +148,7 @@ def load(path):
     """The Predictor saved in `path`; ModelFileError if it is not a model file of this tool."""
     state, arrays = _read(path)
     try:
-        return Predictor(state, arrays)
+        return _build(state, arrays)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ModelFileError(f"{path}: damaged model file ({type(e).__name__}: "
                              f"{' '.join(str(e).split())[:200]})") from None

@@ -7,6 +7,7 @@ decay to zero at the end of the phase, so each phase ends at its best weights. T
 decides when phases start and when to look at validation.
 """
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .device import pick_device, precision_for  # noqa: F401  (pick_device: old import path)
+from .device import precision_for
+from .predict import as_input, network_probabilities
 
 log = logging.getLogger("skeleton")
 
@@ -32,6 +34,14 @@ def _per_frame(transform, x):
     """Apply an image transform to every frame of [B, T, C, H, W]."""
     b, t, c, h, w = x.shape
     return transform(x.reshape(b * t, c, h, w)).reshape(b, t, c, h, w)
+
+
+@dataclasses.dataclass
+class Phase:
+    """One learning-rate cycle: `steps` optimiser steps from step `start`, peaking at `peak`."""
+    start: int
+    steps: int
+    peak: float
 
 
 class Trainer:
@@ -72,7 +82,7 @@ class Trainer:
             [{"params": params, "weight_decay": decay, "lr_scale": scale}
              for (scale, decay), params in groups.items()],
             lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
-        self.temperature = cfg.get("temperature", 1.0)
+        self.temperature = cfg["temperature"]
         self.steps = 0
         self.lr = 0.0      # the base rate of the last step (the trunk's may be scaled down)
         self.phase = None
@@ -83,11 +93,7 @@ class Trainer:
 
     # -- data ------------------------------------------------------------------------------
     def _to_input(self, x_uint8):
-        """uint8 [B, T, H, W, C] (numpy) -> float [B, T, C, H, W] in [0, 1] on the device."""
-        x = torch.from_numpy(x_uint8)
-        if self.cuda:
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        return x.permute(0, 1, 4, 2, 3).float().div_(255.0)
+        return as_input(x_uint8, self.device)
 
     def _augment(self, x):
         if self.policy is not None:
@@ -95,7 +101,7 @@ class Trainer:
         if self.flip:
             mask = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(mask[:, None, None, None, None], x.flip(-1), x)
-        pad = int(round(self.cfg.get("crop_pad", 0.0) * min(x.shape[-2:])))
+        pad = int(round(self.cfg["crop_pad"] * min(x.shape[-2:])))
         if pad:
             b, t, c, h, w = x.shape
             padded = F.pad(x.reshape(b, t * c, h, w), (pad, pad, pad, pad), mode="reflect")
@@ -105,19 +111,20 @@ class Trainer:
 
     # -- schedule --------------------------------------------------------------------------
     def plan_phase(self, steps, peak_lr, start=None):
-        self.phase = {"start": self.steps if start is None else start,
-                      "steps": max(1, int(steps)), "peak": peak_lr}
+        """Start a phase (or re-plan the current one from `start`); returns it."""
+        self.phase = Phase(self.steps if start is None else start, max(1, int(steps)), peak_lr)
+        return self.phase
 
     def phase_done(self):
-        return self.phase is not None and self.steps >= self.phase["start"] + self.phase["steps"]
+        return self.phase is not None and self.steps >= self.phase.start + self.phase.steps
 
     def _lr(self):
-        done = (self.steps - self.phase["start"]) / self.phase["steps"]
+        phase = self.phase
+        done = (self.steps - phase.start) / phase.steps
         warm = self.cfg["warmup_fraction"]
         if done < warm:
-            return self.phase["peak"] * (0.1 + 0.9 * done / warm)
-        return self.phase["peak"] * 0.5 * (1 + math.cos(math.pi * min(1.0, (done - warm) /
-                                                                       (1 - warm))))
+            return phase.peak * (0.1 + 0.9 * done / warm)
+        return phase.peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (done - warm) / (1 - warm))))
 
     # -- training --------------------------------------------------------------------------
     def loss(self, logits, y):
@@ -125,7 +132,7 @@ class Trainer:
         if self.multi_label:
             return class_balanced_bce(logits, y)
         return F.cross_entropy(logits, y.argmax(dim=1),
-                               label_smoothing=self.cfg.get("label_smoothing", 0.0))
+                               label_smoothing=self.cfg["label_smoothing"])
 
     def train_steps(self, x, y, indices, max_seconds, max_steps=None):
         """Train on random batches of x[indices] until a time or step limit; returns steps."""
@@ -167,25 +174,13 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     # -- prediction ------------------------------------------------------------------------
-    @torch.no_grad()
     def predict(self, x, tta_flip=False, transform=None):
         """Probabilities (softmax, or sigmoid for multi-label) for uint8 examples x;
         `transform` (float frames [N, C, H, W] -> same) is applied to the inputs first."""
-        self.net.eval()
-        out = []
-        step = self.cfg["test_batch"]
-        for start in range(0, len(x), step):
-            xb = self._to_input(x[start:start + step])
-            if transform is not None:
-                xb = _per_frame(transform, xb)
-            with self._autocast():
-                logits = self.net(xb).float()
-                if tta_flip:
-                    logits = (logits + self.net(xb.flip(-1)).float()) / 2
-            logits = logits / self.temperature
-            out.append((torch.sigmoid(logits) if self.multi_label
-                        else torch.softmax(logits, dim=1)).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.net.head.out_features))
+        return network_probabilities(self.net, x, temperature=self.temperature,
+                                     multi_label=self.multi_label, tta_flip=tta_flip,
+                                     batch=self.cfg["test_batch"], device=self.device,
+                                     autocast=self._autocast, transform=transform)
 
     # -- checkpoints -----------------------------------------------------------------------
     def save_best(self):

@@ -75,7 +75,7 @@ def _trainer(precision, **cfg_overrides):
     from skeleton.trainer import Trainer
 
     torch.manual_seed(0)
-    cfg = dict(load_config("image")["train"], temperature=1.0, batch_cpu=8, **cfg_overrides)
+    cfg = dict(load_config("image")["train"], batch_cpu=8, **cfg_overrides)
     net = build_network("fastnet_small", 1, 3, weights="none")
     return Trainer(net, cfg, torch.device("cpu"), False, flip=False, precision=precision)
 
@@ -228,7 +228,7 @@ def test_cuda_failing_before_training_falls_back_to_the_cpu(tmp_path, monkeypatc
     assert err == ["autoclint: CUDA failed while training (RuntimeError: " + NO_KERNEL
                    + "); the network starts again on the CPU"]
     assert learner.device.type == "cpu" and not learner.trainer.fake_cuda
-    assert learner.trainer.steps > 0 and learner.best_source == "net"
+    assert learner.trainer.steps > 0 and learner.best.source == "net"
 
 
 def test_cuda_failing_after_a_network_model_keeps_it(tmp_path, monkeypatch, capsys, fake_cuda):
@@ -237,9 +237,9 @@ def test_cuda_failing_after_a_network_model_keeps_it(tmp_path, monkeypatch, caps
                                           if trainer.best_state is not None else None)
     learner = _learner(tmp_path, monkeypatch)
     predictions = _rounds(learner, 12)
-    assert learner.done_training and learner.best_source == "net"
+    assert learner.done_training and learner.best.source == "net"
     assert learner.trainer.fake_cuda  # no move to the CPU once a network model was kept
-    assert predictions[-1] is learner.prediction and np.isfinite(predictions[-1]).all()
+    assert predictions[-1] is learner.best.prediction and np.isfinite(predictions[-1]).all()
     assert not np.array_equal(predictions[0], predictions[-1])  # the network's, not the quick's
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("autoclint")]
     assert err == [f"autoclint: CUDA failed while training (OutOfMemoryError: {oom}); "
@@ -267,7 +267,7 @@ def test_cuda_failing_while_predicting_keeps_the_earlier_predictions(tmp_path, m
 
     monkeypatch.setattr(type(learner), "test", test)
     predictions = _rounds(learner, 12)
-    assert learner.done_training and learner.best_source == "net"
+    assert learner.done_training and learner.best.source == "net"
     assert all(p is quick for p in predictions)  # nothing lost: the quick model's stand
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("autoclint")]
     assert err == ["autoclint: CUDA failed while predicting (RuntimeError: CUDA error: "

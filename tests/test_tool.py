@@ -225,14 +225,20 @@ def test_persist_network_round_trip(tmp_path):
     y = np.eye(3, dtype=np.float32)[np.arange(12) % 3]
     cfg = load_config("image")
     net = build_network("fastnet", 3, 3, weights="none")
-    trainer = Trainer(net, dict(cfg["train"], temperature=1.0), torch.device("cpu"), False,
+    trainer = Trainer(net, cfg["train"], torch.device("cpu"), False,
                       flip=False)
     trainer.save_best()
     meta = types.SimpleNamespace(get_label_to_index_map=lambda: {"a": 0, "b": 1, "c": 2})
+    feed = types.SimpleNamespace(
+        classes=3, metadata=meta, profile=scan([(f, l) for f, l in zip(x, y)], 3, True),
+        shape=(1, 16, 16), cfg=cfg)
+
+    def export():
+        tta = cfg["train"]["tta_flip"] and trainer.flip
+        return persist.SavedNetwork(trainer.net, trainer.best_state, 1.0, tta, (1, 16, 16))
     learner = types.SimpleNamespace(
-        best_source="net", quick=QuickModel(cfg["quick"]).fit(x, y), classes=3, metadata=meta,
-        profile=scan([(f, l) for f, l in zip(x, y)], 3, True), shape=(1, 16, 16), cfg=cfg,
-        trainer=trainer)
+        best=types.SimpleNamespace(source="net", saved=export()),
+        quick=QuickModel(cfg["quick"]).fit(x, y), feed=feed)
     assert persist.save(learner, str(tmp_path / "model.pt"))
     predictor = persist.load(str(tmp_path / "model.pt"))
     assert predictor.source == "net" and predictor.label_names == ["a", "b", "c"]
@@ -240,6 +246,7 @@ def test_persist_network_round_trip(tmp_path):
     expected = trainer.predict(x, tta_flip=False)
     assert np.allclose(predictor.predict_arrays(x), expected, atol=1e-4)
     trainer.flip = True  # the probe allowed flips: the saved model averages them too
+    learner.best.saved = export()
     assert persist.save(learner, str(tmp_path / "flip.pt"))
     flipped = persist.load(str(tmp_path / "flip.pt")).predict_arrays(x)
     assert np.allclose(flipped, trainer.predict(x, tta_flip=True), atol=1e-4)

@@ -227,7 +227,7 @@ def _drive(path, name, overrides, rounds, budget=60.0, stop=lambda learner: Fals
     for _ in range(rounds):
         learner.train(train.get_dataset(), budget)
         predictions.append(learner.test(test.get_dataset(), budget))
-        sources.append(learner.best_source)
+        sources.append(learner.best.source)
         if learner.done_training or stop(learner):
             break
     return learner, predictions, sources
@@ -248,11 +248,11 @@ def test_learner_hands_over_the_frozen_head_when_it_validates_better(tmp_path, c
     # Saved while the frozen head is the best, it predicts like the head did.
     from skeleton import persist
     last = len(sources) - 1 - sources[::-1].index("transfer")
-    learner.best_source = "transfer"
+    learner.best.source = "transfer"
     assert persist.save(learner, str(tmp_path / "model.pt"))
     predictor = persist.load(str(tmp_path / "model.pt"))
     assert predictor.source == "transfer"
-    np.testing.assert_allclose(predictor.predict_arrays(learner.test_x), predictions[last],
+    np.testing.assert_allclose(predictor.predict_arrays(learner.feed.test_x), predictions[last],
                                atol=2e-3)
 
 
@@ -268,8 +268,9 @@ def test_learner_fine_tunes_on_trial_and_returns_to_scratch_when_it_loses(tmp_pa
     with caplog.at_level(logging.INFO, logger="skeleton"):
         learner, predictions, sources = _drive(
             path, "f", overrides, rounds=20,
-            stop=lambda learner: learner.trial_end is not None and learner.scratch is None)
-    assert learner.store.x2 is not None and learner.store.x2.shape[2:4] == (80, 80)
+            stop=lambda learner: ("wins its trial" in caplog.text
+                                  or "back to the scratch network" in caplog.text))
+    assert learner.feed.has_second and learner.feed.store.x2.shape[2:4] == (80, 80)
     assert "fine-tuning mobilenet_v2 on trial" in caplog.text, caplog.text
     won = "wins its trial" in caplog.text
     lost = "back to the scratch network" in caplog.text
@@ -286,7 +287,7 @@ def test_learner_without_pretrained_weights_trains_from_scratch(tmp_path, monkey
     path = write_dataset(tmp_path / "n", "n", train, test, output_dim=3, image_format="png")
     with caplog.at_level(logging.WARNING, logger="skeleton"):
         learner, predictions, sources = _drive(path, "n", FAST, rounds=4)
-    assert learner.transfer is None and "no pretrained backbone" in caplog.text
+    assert learner.route is None and "no pretrained backbone" in caplog.text
     assert "transfer" not in sources and len(predictions) >= 2
 
 
@@ -301,7 +302,7 @@ def test_a_failing_transfer_stage_leaves_the_run_going(tmp_path, monkeypatch, ca
     with caplog.at_level(logging.WARNING, logger="skeleton"):
         learner, predictions, sources = _drive(path, "b", FAST, rounds=4)
     assert "transfer failed, carrying on without it: MemoryError" in caplog.text
-    assert learner.transfer is None and learner.trainer.steps > 0
+    assert learner.route is None and learner.trainer.steps > 0
     assert all(p.shape == (15, 3) for p in predictions)
 
 
@@ -315,12 +316,24 @@ def test_stage_with_an_empty_test_set_predicts_an_empty_array():
 
 def test_stage_ends_only_when_the_scratch_network_is_clearly_better():
     import types
-    from skeleton.learner import Learner
-    learner = Learner.__new__(Learner)  # only the bookkeeping _transfer_turn reads
-    learner.cfg = load_config("image")
-    learner.spent = {"transfer": 0.0, "net": 1.0}
+    from skeleton.transfer_route import TransferRoute
     stage = types.SimpleNamespace(score=0.70, state="grow")
-    learner.transfer, learner.net_best = stage, 0.72  # better, but within held-out noise
-    assert learner._transfer_turn() and learner.transfer is stage
-    learner.net_best = 0.80  # error 0.20 <= 0.7 x 0.30: the network is clearly better
-    assert not learner._transfer_turn() and learner.transfer is None
+    route = TransferRoute(stage, load_config("image")["transfer"], feed=None, best=None)
+    route.count_net(1.0)
+    assert route.turn(net_best=0.72) == "transfer"  # better, but within held-out noise
+    # error 0.20 <= 0.7 x 0.30: the network is clearly better
+    assert route.turn(net_best=0.80) == "end"
+
+
+def test_stage_takes_its_share_of_the_time_after_the_first_handover():
+    import types
+    from skeleton.transfer_route import TransferRoute
+    stage = types.SimpleNamespace(score=None, state="probe")
+    route = TransferRoute(stage, load_config("image")["transfer"], feed=None, best=None)
+    route.count_net(10.0)
+    route.spent["transfer"] = 30.0
+    assert route.turn(net_best=0.5) == "transfer"  # probe/test: alone (first_share 1.0)
+    stage.state, stage.score = "grow", 0.9
+    assert route.turn(net_best=0.5) == "net"  # 30 s of 40: more than its share of 0.5
+    route.count_net(30.0)
+    assert route.turn(net_best=0.5) == "transfer"

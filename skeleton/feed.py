@@ -1,0 +1,155 @@
+"""The data feed: everything the scheduler reads, and nothing it decides.
+
+open(): scan the first records (profile, kind, config, input size), start the in-memory
+store (with a second, larger view for a pretrained trunk when the images are larger than
+the network's input), read what the quick model needs and split off the held-out examples.
+read_more() goes on reading in slices while training runs; read_test() reads the test set
+once, in each stored view.
+"""
+import itertools
+import logging
+import os
+
+import numpy as np
+
+from .config import load_config
+from .data.decode import iter_examples
+from .data.profile import input_size, scan, transfer_size
+from .data.store import ExampleStore, FrameAdapter
+
+log = logging.getLogger("skeleton")
+
+
+class DataFeed:
+    def __init__(self, metadata, overrides=None):
+        self.metadata = metadata
+        self.overrides = overrides
+        self.classes = metadata.get_output_size()
+        self.total = metadata.size()
+        self.store = None
+        self.test_x = None    # the test set at the network's size
+        self.test_x2 = None   # ... and at the second view's, when there is one
+
+    # -- the first read --------------------------------------------------------------------
+    def open(self, dataset):
+        """Scan, size, read the first slice and split. Sets profile, kind, cfg, shape,
+        transfer_shape, store, train_idx, valid_idx and sorted; returns self."""
+        examples = iter_examples(dataset, self.metadata)
+        probe = load_config("image", self.overrides)["data"]["scan_records"]
+        first = list(itertools.islice(examples, probe))
+        if not first:
+            raise ValueError(f"{self.metadata.get_dataset_name()}: no training records")
+        self.profile = scan(first, self.classes, self.metadata.is_compressed(0))
+        self.kind = "video" if self.profile.is_video else "image"
+        self.cfg = cfg = load_config(self.kind, self.overrides)
+        data = cfg["data"]
+        self.shape = input_size(self.profile, data)
+        second, second_max = self._second_view()
+        self.store = ExampleStore(itertools.chain(first, examples),
+                                  FrameAdapter(self.profile, *self.shape), self.classes,
+                                  data["cache_max_mb"] * 2 ** 20, second, second_max)
+        self.sorted = self.profile.looks_sorted(data["sorted_unseen_ratio"])
+        if self.sorted:  # the first records say nothing of the rest: read everything
+            self.store.fill()
+        else:
+            self.store.fill(max_records=cfg["quick"]["train_records"],
+                            max_seconds=cfg["quick"]["read_seconds"])
+        self._split(data)
+        log.info("profile %s; input %s; loaded %d/%d; valid %d; sorted %s", self.profile,
+                 self.shape, self.store.size, self.total, len(self.valid_idx), self.sorted)
+        return self
+
+    def _second_view(self):
+        """The adapter (and how many examples) for a pretrained trunk's larger input, when
+        transfer is on and the images are larger than the network's input; else (None, 0)."""
+        tcfg = self.cfg["transfer"]
+        self.transfer_shape = None
+        if not tcfg["enabled"]:
+            return None, 0
+        from .device import gpu_present
+        frames, height, width = self.shape
+        self.transfer_shape = transfer_size(self.profile.height, self.profile.width, tcfg,
+                                            gpu_present())
+        native = self.profile.height <= height and self.profile.width <= width
+        if native or (self.transfer_shape[0] <= height and self.transfer_shape[1] <= width):
+            return None, 0  # the stored images are as large as needed: resized on the fly
+        second = FrameAdapter(self.profile, frames, *self.transfer_shape)
+        return second, tcfg["max_train_records"] + self.cfg["data"]["valid_max"]
+
+    def _split(self, data):
+        """Held-out examples: a shuffled draw for small or sorted sets, else the first ones
+        (file order is as good as random there, and keeps the held-out set fixed early)."""
+        shuffle = self.sorted or self.total < data["shuffle_below"]
+        size = self.store.size
+        order = np.random.default_rng(0).permutation(size) if shuffle else np.arange(size)
+        n_valid = min(int(data["valid_ratio"] * self.total), data["valid_max"], size // 3)
+        self.valid_idx = np.sort(order[:n_valid])
+        self.train_idx = np.sort(order[n_valid:])
+
+    # -- reading on ------------------------------------------------------------------------
+    def read_more(self, seconds):
+        """Read another slice of training records (all new ones train)."""
+        if self.store.exhausted:
+            return
+        before = self.store.size
+        self.store.fill(max_seconds=seconds)
+        self.train_idx = np.concatenate([self.train_idx, np.arange(before, self.store.size)])
+
+    @property
+    def has_second(self):
+        return self.store.x2 is not None
+
+    def arrays(self, second=False):
+        """(x, y) of the stored examples, in the second view if asked (it may hold fewer)."""
+        return self.store.second_arrays() if second else self.store.arrays()
+
+    def train_indices(self, second=False):
+        """The training examples a view holds (the second view may hold fewer)."""
+        if not second:
+            return self.train_idx
+        return self.train_idx[self.train_idx < len(self.store.second_arrays()[0])]
+
+    def valid_predictions(self, predict, second=False):
+        """predict(x_valid) in the given view; None without held-out data."""
+        if len(self.valid_idx) == 0:
+            return None
+        return predict(self.arrays(second)[0][self.valid_idx])
+
+    def valid_labels(self):
+        return self.store.arrays()[1][self.valid_idx]
+
+    # -- the test set ----------------------------------------------------------------------
+    def read_test(self, dataset):
+        """The test set, once, at the network's size (and at the second view's)."""
+        if self.test_x is not None:
+            return
+        adapter, second = self.store.adapter, self.store.second
+        frames, frames2 = [], []
+        for x, _ in iter_examples(dataset, _TestMetadata(self.metadata)):
+            frames.append(adapter(x))
+            if second is not None:
+                frames2.append(second(x))
+        if second is not None:
+            self.test_x2 = (np.stack(frames2) if frames2
+                            else np.zeros((0, *self.store.x2.shape[1:]), np.uint8))
+        self.test_x = (np.stack(frames) if frames
+                       else np.zeros((0, *self.store.x.shape[1:]), np.uint8))
+
+    def test_view(self, second=False):
+        return self.test_x2 if second and self.test_x2 is not None else self.test_x
+
+
+class _TestMetadata:
+    """The train metadata, pointed at the test split folder for the fast reader."""
+
+    def __init__(self, train_metadata):
+        self._train = train_metadata
+        # The test split lies beside the train split (the protocol's layout).
+        train_dir = train_metadata.get_dataset_name()
+        self._dir = os.path.join(os.path.dirname(train_dir.rstrip("/")), "test")
+
+    def get_dataset_name(self):
+        return self._dir
+
+    def __getattr__(self, name):
+        return getattr(self._train, name)

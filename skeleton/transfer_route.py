@@ -1,0 +1,98 @@
+"""The transfer stage's place in the schedule: when it gets a slice, what its results become.
+
+It shares the training time with the network trained from scratch: alone until its first
+handover (probe, then the test set's features: a probe that wins is about to be the best
+model), then `transfer.share` of the time; it ends once the scratch network's held-out error
+is clearly below the head's (drop_error_ratio), when its probe does not beat the best model,
+or when every usable example is under the head ("complete": the learner then decides whether
+to fine-tune). The features and the head themselves are skeleton/transfer.py's.
+"""
+import logging
+import time
+
+log = logging.getLogger("skeleton")
+
+
+class TransferRoute:
+    def __init__(self, stage, cfg, feed, best):
+        self.stage = stage          # the TransferStage (skeleton/transfer.py)
+        self.cfg = cfg              # the transfer section of the configuration
+        self.feed = feed
+        self.best = best
+        self.spent = {"transfer": 0.0, "net": 0.0}  # seconds each took while both ran
+
+    @classmethod
+    def build(cls, cfg, feed, best, device, temporal):
+        """The route over the first pretrained trunk whose weights load; None without one."""
+        from .transfer import TransferStage, build_pretrained
+        tcfg = cfg["transfer"]
+        net = build_pretrained(tcfg, feed.profile.channels, feed.classes, feed.shape[0],
+                               temporal, feed.transfer_shape, device.type == "cuda")
+        if net is None:
+            return None
+        log.info("transfer: %s (%s) at %s px", net.name, net.weights_used,
+                 "x".join(map(str, feed.transfer_shape)))
+        return cls(TransferStage(net, tcfg, feed.profile.multi_label, device), tcfg, feed, best)
+
+    def turn(self, net_best):
+        """Who gets the next slice: "transfer" or "net"; "end" once the scratch network's
+        held-out error is at most drop_error_ratio of the head's (the stage is over)."""
+        stage = self.stage
+        if (stage.score is not None
+                and 1.0 - net_best <= self.cfg["drop_error_ratio"] * (1.0 - stage.score)):
+            log.info("transfer: dropped (scratch network %.4f, frozen head %.4f)", net_best,
+                     stage.score)
+            return "end"
+        used = self.spent["transfer"]
+        first = stage.state in ("probe", "test")
+        share = self.cfg["first_share" if first else "share"]
+        return "transfer" if used <= share * (used + self.spent["net"]) else "net"
+
+    def count_net(self, seconds):
+        self.spent["net"] += seconds
+
+    def step(self, seconds):
+        """One slice of the stage. Returns "offered" (a better prediction is waiting: hand it
+        over now), "drop" (the stage is over, nothing to do), "complete" (every usable
+        example is under the head) or "working"."""
+        started = time.time()
+        try:
+            return self._step(seconds)
+        finally:
+            self.spent["transfer"] += time.time() - started
+
+    def _step(self, seconds):
+        stage, feed = self.stage, self.feed
+        second = feed.has_second
+        x, y = feed.arrays(second)
+        train_idx = feed.train_idx[feed.train_idx < len(x)]
+        event = stage.work(x, y, feed.valid_idx, train_idx, feed.test_view(second),
+                           self.best.score, time.time() + seconds)
+        if event == "drop":
+            log.info("transfer: dropped (the frozen head does not beat %s)", self.best.source)
+            return "drop"
+        if event == "fitted":
+            valid = (stage.head.predict(stage.features.matrix(feed.valid_idx))
+                     if len(feed.valid_idx) else None)
+            taken, _ = self.best.offer("transfer", valid, stage.predict_test, self._snapshot)
+            return "offered" if taken else "working"
+        if event == "refitted":
+            if self.best.source != "transfer":
+                return "working"
+            self.best.refresh(stage.predict_test, self._snapshot)  # the best, on more data
+            log.info("transfer: frozen head refitted on the held-out examples too")
+            return "offered"
+        return "complete" if event == "complete" else "working"
+
+    def _snapshot(self):
+        """What saving the head needs: the trunk as it is now (fine-tuning may change it
+        later) with the head on raw features, read in the view its features came from.
+        None for video: its features are not the network's, so it cannot be saved."""
+        from .persist import SavedNetwork
+        from .transfer import snapshot_with_head
+        feed = self.feed
+        if feed.profile.is_video:
+            return None
+        net, weights = snapshot_with_head(self.stage.net, self.stage.head)
+        view = (1, *feed.store.x2.shape[2:4]) if feed.has_second else feed.shape
+        return SavedNetwork(net, weights, 1.0, False, view)

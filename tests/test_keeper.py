@@ -1,0 +1,86 @@
+"""The best-model keeper: a candidate replaces the best model only beyond held-out noise."""
+import numpy as np
+import pytest
+
+from skeleton.keeper import BestModel
+from skeleton.metrics import bootstrap_nauc, nauc
+
+SELECT = {"confidence": 0.9, "bootstrap": 100, "seed": 0}
+
+
+def _labels(n, classes, rng):
+    return np.eye(classes)[rng.integers(0, classes, n)]
+
+
+def _model(labels, noise, rng):
+    """Held-out predictions of a model whose quality is set by `noise` alone."""
+    return labels + rng.normal(0, noise, labels.shape)
+
+
+def test_bootstrap_nauc_equals_nauc_on_each_resample():
+    rng = np.random.default_rng(0)
+    y = _labels(80, 4, rng)
+    s = np.round(_model(y, 1.0, rng), 1)  # rounded: ties
+    weights = rng.multinomial(80, np.full(80, 1 / 80), size=6)
+    for w, value in zip(weights, bootstrap_nauc(y, s, weights)):
+        index = np.repeat(np.arange(80), w)
+        assert value == pytest.approx(nauc(y[index], s[index]), abs=1e-12)
+    assert bootstrap_nauc(y, s, np.ones((1, 80)))[0] == pytest.approx(nauc(y, s))
+
+
+def test_a_candidate_better_only_by_chance_rarely_replaces_the_best():
+    """Equal-quality models on a 100-example held-out set: the plain rule (higher score wins)
+    switches whenever chance favours the candidate; the keeper seldom does."""
+    rng = np.random.default_rng(1)
+    lucky, switched = 0, 0
+    for trial in range(40):
+        y = _labels(100, 3, rng)
+        best = BestModel(0.0, SELECT)
+        best.set_labels(y)
+        current, candidate = _model(y, 1.5, rng), _model(y, 1.5, rng)
+        best.offer("net", current, lambda: None)
+        if nauc(y, candidate) > nauc(y, current):
+            lucky += 1
+            taken, _ = best.offer("net", candidate, lambda: None)
+            switched += taken
+    assert lucky >= 10  # chance favoured the candidate often: the plain rule switches then
+    assert switched <= 0.3 * lucky, (switched, lucky)
+
+
+def test_a_clearly_better_candidate_replaces_the_best():
+    rng = np.random.default_rng(2)
+    taken_count = 0
+    for trial in range(20):
+        y = _labels(100, 3, rng)
+        best = BestModel(0.0, SELECT)
+        best.set_labels(y)
+        best.offer("quick", _model(y, 1.5, rng), lambda: None)
+        taken, score = best.offer("net", _model(y, 0.4, rng), lambda: None)
+        taken_count += taken
+    assert taken_count >= 19
+    assert best.source == "net" and best.score == score
+
+
+def test_the_first_offer_and_offers_without_held_out_data():
+    best = BestModel(0.0, SELECT)
+    best.set_labels(np.zeros((0, 3)))
+    assert best.offer("quick", None, lambda: np.zeros(2))[0]
+    assert best.offer("net", None, lambda: np.ones(2))[0]  # a network replaces the quick model
+    assert best.predict_pending() is True and np.allclose(best.prediction, 1)
+    assert best.predict_pending() is False
+
+
+def test_snapshot_only_when_taken_and_refresh_keeps_the_source():
+    rng = np.random.default_rng(3)
+    y = _labels(60, 3, rng)
+    best = BestModel(0.0, SELECT)
+    best.set_labels(y)
+    calls = []
+    best.offer("transfer", _model(y, 0.3, rng), lambda: np.ones((2, 3)),
+               lambda: calls.append("good") or "saved")
+    best.offer("net", _model(y, 3.0, rng), lambda: np.zeros((2, 3)),
+               lambda: calls.append("worse") or "other")
+    assert calls == ["good"] and best.saved == "saved" and best.source == "transfer"
+    best.refresh(lambda: np.full((2, 3), 0.5), lambda: "refit")
+    assert best.source == "transfer" and best.saved == "refit"
+    assert best.predict_pending() and np.allclose(best.prediction, 0.5)
