@@ -6,6 +6,8 @@ Writes OUT/report.md (a table per dataset, a row per code dir, ratios to the fir
 OUT/curves-DATASET.png (every learning curve of a dataset overlaid) and OUT/results.json
 (every prediction's time and NAUC, to compare later runs). Runs go one at a time locally;
 with --ray ADDRESS each run is a task on an existing Ray cluster (or --ray local).
+--subsample N [N ...] runs stratified subsets of N training records of each dataset instead
+(DATASET-nN, cached beside the zoo data; add `full` to run the whole sets too).
 """
 import argparse
 import json
@@ -17,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from autodl import datasets, run_local_test
+from autodl.datasets.subsample import SubsampleError, subsample
 from autodl.report import step_curve
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,6 +70,25 @@ def run_one(job):
     return {**job, **summary, "wall_s": round(time.time() - started, 2)}
 
 
+def switches(run):
+    """(switches, down) of a run: every prediction within the budget after the first is a
+    switch; down counts those whose test NAUC is below the previous prediction's."""
+    budget = run.get("time_budget", float("inf"))
+    naucs = [s for t, s in zip(run.get("timestamps", []), run.get("nauc_scores", []))
+             if t <= budget]
+    return max(len(naucs) - 1, 0), sum(b < a for a, b in zip(naucs, naucs[1:]))
+
+
+def switches_cell(runs):
+    """DOWN/SWITCHES summed over runs with the share, and each run's when repeated."""
+    pairs = [switches(r) for r in runs]
+    total, down = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+    text = f"{down}/{total}" + (f" = {down / total:.2f}" if total else "")
+    if len(pairs) > 1:
+        text += " (" + ", ".join(f"{d}/{n}" for n, d in pairs) + ")"
+    return text
+
+
 def _is_crash(run):
     # Being stopped at the budget is the protocol working, not a crash.
     return not run["ingestion_success"] and "time budget" not in (run.get("error") or "")
@@ -85,7 +107,7 @@ def _median_spread(values, fmt):
 def table(runs, labels):
     """Markdown table of one dataset: a row per code dir, medians (min-max) over repeats."""
     header = ("| code | ALC | ALC ratio | final NAUC | final acc. | first pred. (s) | "
-              "predictions | peak MB | crashes | runs |")
+              "predictions | switches down | peak MB | crashes | runs |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     base = None
     for label in labels:
@@ -102,6 +124,7 @@ def table(runs, labels):
             _median_spread([r.get("final_accuracy") for r in mine], "{:.4f}"),
             _median_spread([r.get("first_prediction_s") for r in mine], "{:.1f}"),
             _median_spread([r.get("num_predictions") for r in mine], "{:.0f}"),
+            switches_cell(mine),
             f"{max(peaks):.0f}" if peaks else "-",
             str(sum(_is_crash(r) for r in mine)), f"{len(mine)} |"]))
     return "\n".join(lines)
@@ -154,21 +177,59 @@ def parse_env(items, labels):
     return envs
 
 
+def parse_subsample(values):
+    """--subsample values: training sizes (whole numbers >= 1) and optionally `full`."""
+    sizes = []
+    for value in values or ():
+        if value == "full":
+            sizes.append(value)
+        elif value.isdigit() and int(value) >= 1:
+            sizes.append(int(value))
+        else:
+            raise SystemExit(f"--subsample {value}: expected a number of training records "
+                             "(1 or more) or 'full'")
+    return list(dict.fromkeys(sizes))
+
+
+def _variants(name, path, data_dir, sizes, seed):
+    """(dataset name, path) to run for one zoo set: the set itself without sizes, else its
+    subsets (built or refreshed beside it in data_dir) and the set itself for 'full'."""
+    if not sizes:
+        return [(name, path)]
+    found = []
+    for n in sizes:
+        if n == "full":
+            found.append((name, path))
+            continue
+        try:
+            sub_path, built = subsample(path, n, data_dir, seed=seed)
+        except SubsampleError as e:
+            raise datasets.ZooError(f"--subsample {n}: {name}: {e}") from None
+        sub_name = os.path.basename(sub_path)
+        print(f"dataset {sub_name}: {'built' if built else 'ready'} at {sub_path}",
+              file=sys.stderr)
+        found.append((sub_name, sub_path))
+    return found
+
+
 def plan(suite, code_dirs, labels, out_dir, data_dir, time_budget, repeat, clock_rule,
-         envs=None):
+         envs=None, subsample_sizes=(), subsample_seed=0):
     """Build what is missing and list the runs: dataset-major, so repeats interleave codes."""
     jobs = []
-    for name in suite.datasets:
-        result = datasets.build(name, data_dir, small=suite.small, progress=True)
-        print(f"dataset {name}: {'ready' if result.skipped else 'built'} at {result.path}",
+    for zoo_name in suite.datasets:
+        result = datasets.build(zoo_name, data_dir, small=suite.small, progress=True)
+        print(f"dataset {zoo_name}: {'ready' if result.skipped else 'built'} at {result.path}",
               file=sys.stderr)
-        for rep in range(repeat):
-            for code_dir, label in zip(code_dirs, labels):
-                jobs.append({"dataset": name, "dataset_path": result.path,
-                             "code_dir": os.path.abspath(code_dir), "label": label,
-                             "repeat": rep, "time_budget": time_budget,
-                             "clock_rule": clock_rule, "env": (envs or {}).get(label, {}),
-                             "run_dir": os.path.join(out_dir, "runs", name, label, str(rep))})
+        variants = _variants(zoo_name, result.path, data_dir, subsample_sizes, subsample_seed)
+        for name, path in variants:
+            for rep in range(repeat):
+                for code_dir, label in zip(code_dirs, labels):
+                    jobs.append({"dataset": name, "dataset_path": path,
+                                 "code_dir": os.path.abspath(code_dir), "label": label,
+                                 "repeat": rep, "time_budget": time_budget,
+                                 "clock_rule": clock_rule, "env": (envs or {}).get(label, {}),
+                                 "run_dir": os.path.join(out_dir, "runs", name, label,
+                                                         str(rep))})
     return jobs
 
 
@@ -203,6 +264,8 @@ def write_outputs(out_dir, suite_name, results, labels):
                 f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M')}.",
                 "Medians over repeats, [min, max] when repeated; ALC ratio is to the first "
                 "code dir.", ""]
+    for run in results:
+        run["switches"], run["switches_down"] = switches(run)
     for dataset in dict.fromkeys(r["dataset"] for r in results):
         runs = [r for r in results if r["dataset"] == dataset]
         budget = runs[0]["time_budget"]
@@ -210,6 +273,11 @@ def write_outputs(out_dir, suite_name, results, labels):
         errors = sorted({f"{r['label']}: {r['error']}" for r in runs if _is_crash(r)})
         sections += [f"- crash: {e}" for e in errors] + ([""] if errors else [])
         curves_png(os.path.join(out_dir, f"curves-{dataset}.png"), dataset, runs, labels)
+    sections += ["## Prediction switches that lowered test NAUC, all datasets", "",
+                 "Each prediction after the first is a switch; down: its test NAUC is below "
+                 "the previous one's (issue 15's target: at most one in ten).", ""]
+    sections += [f"- {label}: {switches_cell([r for r in results if r['label'] == label])}"
+                 for label in labels if any(r["label"] == label for r in results)] + [""]
     report = "\n".join(sections)
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write(report)
@@ -232,6 +300,12 @@ def main(argv=None):
                              "compare settings of one submission")
     parser.add_argument("--time_budget", type=float, help="seconds (default: the suite's)")
     parser.add_argument("--datasets", nargs="+", help="override the suite's datasets")
+    parser.add_argument("--subsample", nargs="+", metavar="N",
+                        help="run stratified subsets of N training records of each dataset "
+                             "(test split whole) instead, as DATASET-nN; 'full' adds the "
+                             "whole set")
+    parser.add_argument("--subsample_seed", type=int, default=0,
+                        help="seed of the subsets (0; others are named DATASET-nN-sS)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per dataset and code dir")
     parser.add_argument("--out", default="bench_out", help="output folder")
     parser.add_argument("--data", default=DEFAULT_DATA_DIR, help="where datasets are built")
@@ -247,11 +321,14 @@ def main(argv=None):
         suite = Suite(tuple(args.datasets), suite.time_budget, suite.small)
     code_dirs = args.code_dir or [REFERENCE]
     labels = _labels(code_dirs, args.label)
+    sizes = parse_subsample(args.subsample)
+    if args.subsample_seed < 0:
+        raise SystemExit("--subsample_seed must be a non-negative integer")
     out_dir = os.path.abspath(args.out)
     try:
         jobs = plan(suite, code_dirs, labels, out_dir, args.data,
                     args.time_budget or suite.time_budget, max(1, args.repeat), args.clock_rule,
-                    parse_env(args.env, labels))
+                    parse_env(args.env, labels), sizes, args.subsample_seed)
     except datasets.ZooError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

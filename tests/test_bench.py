@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from autodl import bench
+from autodl import bench, layout, reader
 
 SCRIPTED = os.path.join(os.path.dirname(__file__), "submissions", "scripted")
 REFERENCE = bench.REFERENCE
@@ -68,3 +68,44 @@ def test_ray_local_cluster_runs_the_same_jobs(tmp_path, monkeypatch):
     assert code == 0
     _, results = _check_outputs(tmp_path / "out", ["on-ray"], 2)
     assert all(r["ingestion_success"] for r in results["runs"])
+
+
+def test_switches_down_on_a_scripted_curve():
+    run = {"time_budget": 100.0, "timestamps": [5, 10, 20, 30, 50, 60, 150],
+           "nauc_scores": [0.4, 0.5, 0.45, 0.45, 0.6, 0.3, 0.1]}
+    # 0.5 -> 0.45 and 0.6 -> 0.3 lowered it; 0.45 -> 0.45 did not; 150 s is past the budget.
+    assert bench.switches(run) == (5, 2)
+    assert bench.switches({"time_budget": 10, "timestamps": [1], "nauc_scores": [0.2]}) == (0, 0)
+    assert bench.switches({"time_budget": 10, "timestamps": [], "nauc_scores": []}) == (0, 0)
+    other = {"time_budget": 100.0, "timestamps": [1, 2, 3], "nauc_scores": [0.1, 0.2, 0.3]}
+    assert bench.switches_cell([run]) == "2/5 = 0.40"
+    assert bench.switches_cell([run, other]) == "2/7 = 0.29 (2/5, 0/2)"
+    assert bench.switches_cell([{"time_budget": 1, "timestamps": [], "nauc_scores": []}]) \
+        == "0/0"
+
+
+def test_bench_subsample_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "good")
+    zoo, out = tmp_path / "zoo", tmp_path / "out"
+    code = bench.main(["--suite", "tiny", "--code_dir", SCRIPTED, "--subsample", "20", "full",
+                       "--out", str(out), "--data", str(zoo)])
+    assert code == 0
+    assert reader.check_splits(layout.find_data_dir(zoo / "digits-n20"))["train"] == 20
+    assert reader.check_splits(layout.find_data_dir(zoo / "digits"))["train"] == 40  # intact
+    report = (out / "report.md").read_text()
+    assert "## digits-n20 (T = 15 s)" in report and "## digits (T = 15 s)" in report
+    assert "| switches down |" in report and "- scripted: " in report
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["dataset"] for r in runs] == ["digits-n20", "digits"]
+    for run in runs:
+        assert run["ingestion_success"]
+        assert (run["switches"], run["switches_down"]) == bench.switches(run)
+        assert run["switches"] == run["num_predictions"] - 1 == 2
+    capsys.readouterr()
+    # More records than the tiny set holds: one line naming the flag and the dataset.
+    assert bench.main(["--suite", "tiny", "--code_dir", SCRIPTED, "--subsample", "1000",
+                       "--out", str(out), "--data", str(zoo)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --subsample 1000: digits: ")
+    with pytest.raises(SystemExit, match="--subsample ten"):
+        bench.main(["--suite", "tiny", "--subsample", "ten", "--data", str(zoo)])

