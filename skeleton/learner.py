@@ -98,7 +98,7 @@ class Learner:
     def _first_train(self, dataset):
         feed = self.feed.open(dataset)
         self.best = BestModel(self.clock_start, self.cfg["select"])
-        self.best.set_labels(feed.valid_labels())
+        self.best.set_labels(feed.valid_labels(), feed.profile.multi_label)
         x, y = feed.arrays()
         self.quick = QuickModel(self.cfg["quick"]).fit(x[feed.train_idx], y[feed.train_idx])
         self.best.offer("quick", feed.valid_predictions(self.quick.predict),

@@ -67,7 +67,7 @@ def save(learner, path):
         "net": None,
     }
     exported = best.saved
-    if exported is None and best.source != "quick":
+    if not best.savable:
         raise ValueError(f"the best model so far ({best.source}) cannot be saved")
     if exported is not None:
         net, weights = exported.net, exported.weights

@@ -1,11 +1,17 @@
 """The best-model keeper: a candidate replaces the best model only beyond held-out noise."""
+import os
+
 import numpy as np
 import pytest
+import yaml
 
-from skeleton.keeper import BestModel
+from skeleton.config import CONFIG_DIR
+from skeleton.keeper import BestModel, _Candidate
 from skeleton.metrics import bootstrap_nauc, nauc
 
-SELECT = {"confidence": 0.9, "bootstrap": 100, "seed": 0}
+# The shipped settings (confidence 0.9, 100 resamples, blending on), read from the file itself.
+with open(os.path.join(CONFIG_DIR, "image.yaml")) as _f:
+    SELECT = yaml.safe_load(_f)["select"]
 
 
 def _labels(n, classes, rng):
@@ -84,3 +90,49 @@ def test_snapshot_only_when_taken_and_refresh_keeps_the_source():
     best.refresh(lambda: np.full((2, 3), 0.5), lambda: "refit")
     assert best.source == "transfer" and best.saved == "refit"
     assert best.predict_pending() and np.allclose(best.prediction, 0.5)
+
+
+def test_two_complementary_models_are_blended_when_the_blend_validates_higher():
+    """Each model sees half of the classes well: their average beats both."""
+    rng = np.random.default_rng(4)
+    y = _labels(300, 4, rng)
+    first, second = _model(y, 1.0, rng), _model(y, 1.0, rng)
+    first[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))   # good on classes 0, 1
+    second[:, 2:] = y[:, 2:] + rng.normal(0, 0.2, (300, 2))  # good on classes 2, 3
+    best = BestModel(0.0, SELECT)
+    best.set_labels(y)
+    best.offer("transfer", first, lambda: np.full((5, 4), 0.2), lambda: "head")
+    best.predict_pending()
+    taken, alone = best.offer("net", second, lambda: np.full((5, 4), 0.6), lambda: "net")
+    assert taken and best.source == "blend"
+    assert best.score > max(alone, nauc(y, first))
+    assert best.predict_pending() and np.allclose(best.prediction, 0.4)  # half each
+    assert best.saved in ("head", "net") and best.savable
+
+
+def test_no_blend_when_the_candidate_alone_is_better_or_blending_is_off():
+    rng = np.random.default_rng(5)
+    y = _labels(300, 3, rng)
+    weak, strong = _model(y, 2.0, rng), _model(y, 0.2, rng)
+    for cfg in (SELECT, dict(SELECT, blend=False)):
+        best = BestModel(0.0, cfg)
+        best.set_labels(y)
+        best.offer("quick", weak, lambda: np.zeros((2, 3)))
+        best.predict_pending()
+        assert best.offer("net", strong, lambda: np.ones((2, 3)))[0]
+        assert best.source == "net"
+
+
+def test_the_quick_models_scores_are_blended_as_probabilities():
+    rng = np.random.default_rng(6)
+    y = _labels(200, 3, rng)
+    best = BestModel(0.0, SELECT)
+    best.set_labels(y)
+    best.offer("quick", 10 * _model(y, 0.8, rng), lambda: np.array([[30.0, 0.0, 0.0]]))
+    best.predict_pending()
+    blend = best._blend(_Candidate("net", np.clip(_model(y, 0.8, rng), 0, 1), 0.5,
+                                   lambda: np.array([[0.0, 1.0, 0.0]]), None))
+    assert blend is not None and blend.name == "quick + net"
+    row = blend.predict_test()[0]
+    assert np.allclose(row, [0.5, 0.5, 0.0], atol=1e-6)  # softmax(30, 0, 0) ~ (1, 0, 0)
+    assert np.all((blend.valid >= 0) & (blend.valid <= 1.0 + 1e-6))

@@ -237,7 +237,7 @@ def test_persist_network_round_trip(tmp_path):
         tta = cfg["train"]["tta_flip"] and trainer.flip
         return persist.SavedNetwork(trainer.net, trainer.best_state, 1.0, tta, (1, 16, 16))
     learner = types.SimpleNamespace(
-        best=types.SimpleNamespace(source="net", saved=export()),
+        best=types.SimpleNamespace(source="net", saved=export(), savable=True),
         quick=QuickModel(cfg["quick"]).fit(x, y), feed=feed)
     assert persist.save(learner, str(tmp_path / "model.pt"))
     predictor = persist.load(str(tmp_path / "model.pt"))
