@@ -118,9 +118,10 @@ class BestModel:
 
     def refresh(self, predict_test, snapshot=None):
         """The best model itself improved without a new score (refitted on more data)."""
-        self._take(_Candidate(self.source, self.valid, self.score, predict_test, snapshot))
+        self._take(_Candidate(self.source, self.valid, self.score, predict_test, snapshot),
+                   announce=False)
 
-    def _take(self, pick):
+    def _take(self, pick, announce=True):
         if pick.score is not None:
             self.score = pick.score
         self.valid = pick.valid
@@ -129,8 +130,9 @@ class BestModel:
         self.saved = pick.snapshot() if pick.snapshot is not None else None
         self.savable = (pick.savable if pick.savable is not None
                         else pick.snapshot is None or self.saved is not None)
-        log.info("new best: %s (valid NAUC %s) at %.1f s", pick.name, pick.score,
-                 time.time() - self.clock_start)
+        if announce:
+            log.info("new best: %s (valid NAUC %s) at %.1f s", pick.name, pick.score,
+                     time.time() - self.clock_start)
 
     def predict_pending(self):
         """Run the pending prediction, if any; returns True when the predictions changed."""

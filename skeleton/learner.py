@@ -167,7 +167,7 @@ class Learner:
                 if self._time_left() < self.cfg["train"]["min_phase_seconds"] + self._reserve():
                     break
                 if improved:  # predict first; the next phase (and any search) starts next call
-                    self.trainer.phase = None
+                    self.trainer.end_phase()
                     return
                 self._start_phase()
             second = self.finetuning and self.feed.has_second

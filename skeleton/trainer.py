@@ -115,6 +115,10 @@ class Trainer:
         self.phase = Phase(self.steps if start is None else start, max(1, int(steps)), peak_lr)
         return self.phase
 
+    def end_phase(self):
+        """Close the current phase; the scheduler plans the next one when it is ready."""
+        self.phase = None
+
     def phase_done(self):
         return self.phase is not None and self.steps >= self.phase.start + self.phase.steps
 
