@@ -120,7 +120,8 @@ class Learner:
         x, y = self.store.arrays()
         log.info("profile %s; input %s; loaded %d/%d; valid %d; sorted %s", self.profile,
                  self.shape, self.store.size, total, n_valid, self.sorted)
-        self.quick = QuickModel(self.cfg["quick"]).fit(x[self.train_idx], y[self.train_idx])
+        self.quick = QuickModel(self.cfg["quick"], multi_label=self.profile.multi_label).fit(
+            x[self.train_idx], y[self.train_idx])
         score = self._valid_score(lambda v: self.quick.predict(v))
         self._offer("quick", score, lambda: self.quick.predict(self.test_x))
 
