@@ -132,8 +132,8 @@ class QuickModel:
         width = (self.cfg["local"]["random_features"] if self.filters is not None
                  else self.cfg["random_features"])
         rng = np.random.default_rng(self.seed)
-        self.projection = (rng.standard_normal((f.shape[1], width)).astype(np.float32)
-                           / np.sqrt(f.shape[1])) if width else None
+        self.projection = (rng.standard_normal((f.shape[1], width))
+                           / np.sqrt(f.shape[1])).astype(np.float32) if width else None
         phi = self._expand(f)
         gram = phi.T @ phi
         gram[np.diag_indices_from(gram)] += self.cfg["ridge"] * len(phi) / 100.0
