@@ -38,12 +38,6 @@ def _pool(images, side):
     return np.matmul(cols, down)
 
 
-def _cells(size, out):
-    """The [lo, hi) ranges of _pool_matrix's cells."""
-    rows = _pool_matrix(size, min(size, out))
-    return [(int(np.flatnonzero(r)[0]), int(np.flatnonzero(r)[-1]) + 1) for r in rows]
-
-
 class QuickModel:
     def __init__(self, cfg, seed=0, multi_label=False):
         self.cfg = cfg
@@ -56,7 +50,8 @@ class QuickModel:
     def _patches(self, frames):
         """Local patches of the grey image pooled to local.side: [N, o, o, k*k] (a view)."""
         local = self.cfg["local"]
-        grey = _pool(frames.mean(axis=-1, keepdims=True), local["side"])
+        channels = frames.shape[-1]
+        grey = _pool(frames @ np.full((channels, 1), 1.0 / channels, np.float32), local["side"])
         k, stride = min(local["size"], grey.shape[1], grey.shape[2]), local["stride"]
         patches = sliding_window_view(grey[..., 0], (k, k), axis=(1, 2))[:, ::stride, ::stride]
         return patches.reshape(*patches.shape[:3], k * k)
@@ -66,11 +61,9 @@ class QuickModel:
         n, rows, cols, k2 = patches.shape
         response = np.ascontiguousarray(patches).reshape(-1, k2) @ self.filters
         np.maximum(response, 0.0, out=response)
-        response = response.reshape(n, rows, cols, -1)
-        grid = self.cfg["local"]["grid"]
-        cells = [response[:, r0:r1, c0:c1].mean(axis=(1, 2))  # one slice per cell: no einsum
-                 for r0, r1 in _cells(rows, grid) for c0, c1 in _cells(cols, grid)]
-        return np.concatenate([response.max(axis=(1, 2))] + cells, axis=1)
+        top = response.reshape(n, rows * cols, -1).max(axis=1)
+        cells = _pool(response.reshape(n, rows, cols, -1), self.cfg["local"]["grid"])
+        return np.concatenate([top, cells.reshape(n, -1)], axis=1)
 
     def _draw_filters(self, x):
         """Patches of the first training images, at random places, as unit-norm filters."""
@@ -92,7 +85,7 @@ class QuickModel:
         """uint8 [n, T, H, W, C] -> list of float32 [n, D_b]."""
         frames = chunk.astype(np.float32) / 255.0
         n, t = frames.shape[:2]
-        mean = frames.mean(axis=1)
+        mean = frames[:, 0] if t == 1 else frames.mean(axis=1)
         blocks = []
         if self.filters is None or self.cfg["local"]["with_pixels"]:
             blocks.append(_pool(mean, self.cfg["pool_side"]).reshape(n, -1))
