@@ -50,7 +50,7 @@ def save(learner, path):
     quick = learner.quick
     profile = dataclasses.asdict(learner.profile)
     arrays = {"profile/label_counts": np.asarray(profile.pop("label_counts"))}
-    for key in ("mean", "std", "projection", "weights"):
+    for key in QUICK_STATE:
         if getattr(quick, key, None) is not None:
             arrays[f"quick/{key}"] = np.asarray(getattr(quick, key))
     meta = {
@@ -115,6 +115,10 @@ def _best_network(learner):
     return trainer.net, weights, trainer.temperature, tta, view
 
 
+# What a fitted QuickModel predicts from (filters: the local block's, multi-label profiles).
+QUICK_STATE = ("mean", "std", "projection", "weights", "filters")
+
+
 def _plain(value):
     """JSON for the few numpy values a config or profile may hold."""
     if isinstance(value, np.generic):
@@ -137,7 +141,7 @@ class Predictor:
         self.adapter = FrameAdapter(profile, *state["shape"])
         from .quick import QuickModel
         self.quick = QuickModel(state["quick_cfg"])
-        for key in ("mean", "std", "projection", "weights"):
+        for key in QUICK_STATE:
             setattr(self.quick, key, arrays.get(f"quick/{key}"))
         self.net = None
         if state["net"] is not None:

@@ -93,3 +93,16 @@ def test_chunks_do_not_change_the_predictions():
     whole = QuickModel(_cfg(chunk_records=1000), multi_label=True).fit(x, y).predict(x)
     pieces = QuickModel(_cfg(chunk_records=16), multi_label=True).fit(x, y).predict(x)
     np.testing.assert_allclose(whole, pieces, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_the_saved_state_is_all_it_predicts_from(multi_label):
+    """skeleton/persist.py saves QUICK_STATE only: a model rebuilt from it predicts the same."""
+    from skeleton.persist import QUICK_STATE
+    rng = np.random.default_rng(6)
+    x, y = _canvases(rng, 60)
+    fitted = QuickModel(_cfg(), multi_label=multi_label).fit(x, y)
+    rebuilt = QuickModel(_cfg())
+    for key in QUICK_STATE:
+        setattr(rebuilt, key, getattr(fitted, key))
+    np.testing.assert_array_equal(rebuilt.predict(x), fitted.predict(x))
