@@ -5,13 +5,15 @@ one closed-form ridge regression onto the (multi-)hot labels (each label's colum
 regression through the shared Gram matrix: independent labels need nothing more). Its scores
 are only used through their ranks per class, which is all the metric reads.
 
-- pixels: the frames averaged, pooled to at most `pool_side` per side (always);
+- pixels: the frames averaged, pooled to at most `pool_side` per side (unless the local
+  block replaces them: `local.with_pixels`);
 - time (videos, frames > 1): the frames in `time_segments` consecutive groups, each averaged
   and pooled coarsely (`time_side`): order and motion survive, which the average erases;
 - local (multi-label profiles): the image pooled to `local.side`, correlated with `local.filters`
   patches drawn from the training images themselves (`local.size` square, every
   `local.stride` pixels), ReLU, then max-pooled over the whole image and mean-pooled on a
-  `local.grid` x `local.grid` grid: which shapes are somewhere, wherever they are.
+  `local.grid` x `local.grid` grid: which shapes are somewhere, wherever they are. These
+  responses are already non-linear: with them the projection is `local.random_features` wide.
 When there are several blocks, each is scaled to the same total variance, so the small motion
 block is not drowned by the many pixels before the random projection.
 """
@@ -48,7 +50,7 @@ class QuickModel:
 
     # -- features --------------------------------------------------------------------------
     def _patches(self, frames):
-        """Local patches of the grey image pooled to local.side: [N, o, o, k*k] (a view)."""
+        """Local patches of the grey image pooled to local.side: [N, o, o, k*k]."""
         local = self.cfg["local"]
         channels = frames.shape[-1]
         grey = _pool(frames @ np.full((channels, 1), 1.0 / channels, np.float32), local["side"])
