@@ -100,7 +100,8 @@ class Learner:
         self.best = BestModel(self.clock_start, self.cfg["select"])
         self.best.set_labels(feed.valid_labels(), feed.profile.multi_label)
         x, y = feed.arrays()
-        self.quick = QuickModel(self.cfg["quick"]).fit(x[feed.train_idx], y[feed.train_idx])
+        self.quick = QuickModel(self.cfg["quick"], multi_label=feed.profile.multi_label).fit(
+            x[feed.train_idx], y[feed.train_idx])
         self.best.offer("quick", feed.valid_predictions(self.quick.predict),
                         lambda: self.quick.predict(feed.test_x))
 

@@ -24,7 +24,8 @@ from .predict import Predictor, to_probabilities  # noqa: F401  (the tool's entr
 
 FORMAT_VERSION = 2
 META_KEY = "__meta__"
-QUICK_ARRAYS = ("mean", "std", "projection", "weights")  # the fitted quick model
+# What a fitted QuickModel predicts from (filters: the local block's, multi-label profiles).
+QUICK_STATE = ("mean", "std", "projection", "weights", "filters")
 
 
 class ModelFileError(ValueError):
@@ -52,7 +53,7 @@ def save(learner, path):
     quick = learner.quick
     profile = dataclasses.asdict(feed.profile)
     arrays = {"profile/label_counts": np.asarray(profile.pop("label_counts"))}
-    for key in QUICK_ARRAYS:
+    for key in QUICK_STATE:
         if getattr(quick, key, None) is not None:
             arrays[f"quick/{key}"] = np.asarray(getattr(quick, key))
     meta = {
@@ -121,7 +122,7 @@ def _build(state, arrays):
     from .quick import QuickModel
     profile = DataProfile(**state["profile"], label_counts=arrays["profile/label_counts"])
     quick = QuickModel(state["quick_cfg"])
-    for key in QUICK_ARRAYS:
+    for key in QUICK_STATE:
         setattr(quick, key, arrays.get(f"quick/{key}"))
     spec, net = state["net"], None
     if spec is not None:
