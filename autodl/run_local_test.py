@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the `autodl` package impo
     sys.path.insert(0, os.path.dirname(HERE))
 
 from autodl import guard, layout, runfiles  # noqa: E402
-from autodl.cli import add_flag, str2bool  # noqa: E402
+from autodl.flags import add_flag, str2bool  # noqa: E402
 from autodl.ingestion import CLOCK_RULES  # noqa: E402
 from autodl.reader import check_splits  # noqa: E402
 

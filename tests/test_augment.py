@@ -242,7 +242,7 @@ FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "train_chunk_s": 0.5}
 
 
 def _run(tmp_path, monkeypatch, overrides, shape=(16, 16, 1), rounds=8):
-    from autodl.dataset import AutoDLDataset
+    from autodl.tfdata import AutoDLDataset
     from autodl.writer import write_dataset
 
     config = json.loads(json.dumps(FAST))

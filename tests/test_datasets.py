@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from autodl import codec, layout
-from autodl.dataset import AutoDLDataset
+from autodl.tfdata import AutoDLDataset
 from autodl.datasets import (
     DATASETS,
     DatasetExistsError,

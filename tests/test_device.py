@@ -191,7 +191,7 @@ def fake_cuda(monkeypatch):
 
 
 def _learner(tmp_path, monkeypatch):
-    from autodl.dataset import AutoDLMetadata
+    from autodl.tfdata import AutoDLMetadata
     from autodl.writer import write_dataset
     from skeleton.learner import Learner
 

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from autodl.dataset import AutoDLDataset
-from autodl.metrics import nauc
+from autodl.tfdata import AutoDLDataset
+from autodl.nauc import nauc
 from autodl.writer import write_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from autodl.dataset import AutoDLDataset  # noqa: E402
+from autodl.tfdata import AutoDLDataset  # noqa: E402
 from autodl.writer import write_dataset  # noqa: E402
 
 MODEL_PY = os.path.join(os.path.dirname(__file__), "..", "autodl", "reference_submission",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from autodl.metrics import nauc
+from autodl.nauc import nauc
 from autodl.writer import write_dataset
 from skeleton.config import load_config
 from skeleton.data.profile import transfer_size
@@ -217,7 +217,7 @@ FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "train_chunk_s": 0.5}
 def _drive(path, name, overrides, rounds, budget=60.0, stop=lambda learner: False):
     import sys
     sys.path.insert(0, ROOT)
-    from autodl.dataset import AutoDLDataset
+    from autodl.tfdata import AutoDLDataset
     from skeleton.learner import Learner
     import time
     train = AutoDLDataset(os.path.join(path, f"{name}.data", "train"))
