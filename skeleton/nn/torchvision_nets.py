@@ -69,7 +69,7 @@ def mobilenet_v2(weights="auto", models_dir=None):
     import torchvision
 
     trunk = MobileNetTrunk(torchvision.models.mobilenet_v2(weights=None))
-    # models/ first: a submission zip carries the file there (python -m autodl zip), where
+    # models/ first: a submission zip carries the file there (python -m autoclint zip), where
     # the platform has no such package; else the installed package.
     packed = os.path.join(models_dir or DEFAULT_MODELS_DIR, os.path.basename(MOBILENET_FILE))
     path = packed if os.path.isfile(packed) else package_file(MOBILENET_DIST, MOBILENET_TOP,
