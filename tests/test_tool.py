@@ -14,8 +14,8 @@ from autoclint import __main__ as tool
 from autoclint import app, pack
 from autodl import convert
 from autodl.run_local_test import run
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = ("circle", "square", "triangle")
 
 
