@@ -22,7 +22,7 @@ DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 def _add_settings(p):
     p.add_argument("--config", metavar="FILE_OR_JSON",
                    help="overrides of configs/*.yaml: a JSON object or a JSON/YAML file "
-                        f"(sets {flags.CONFIG_ENV}; default: that variable, else none)")
+                        f"(sets {flags.CONFIG_ENV}; without it, that variable applies)")
     p.add_argument("--verbose", action="store_true",
                    help=f"one log line per decision of the model (sets {flags.VERBOSE_ENV}=1)")
 

@@ -540,8 +540,8 @@ def main(argv=None):
              help="seconds allowed before the clock starts")
     add_flag(parser, "config", metavar="FILE_OR_JSON",
              help="settings for the submission (ours: overrides of configs/*.yaml), a JSON "
-                  "object or a JSON/YAML file; passed as AUTOCLINT_CONFIG (default: that "
-                  "variable as it is)")
+                  "object or a JSON/YAML file; passed as AUTOCLINT_CONFIG (without it, that "
+                  "variable passes as it is)")
     add_flag(parser, "verbose", action="store_true",
              help="ask the submission to log its decisions (AUTOCLINT_VERBOSE=1)")
     args = parser.parse_args(argv)

@@ -193,3 +193,30 @@ def test_fit_turns_scores_into_probabilities_the_saved_model_s_way(tmp_path):
     multi = np.array(app.as_probabilities(scores, _model_file(tmp_path / "m.npz", True)))
     assert np.allclose(multi, 1 / (1 + np.exp(-np.array(scores))), atol=1e-6)
     assert app.as_probabilities([[0.2, 0.8]], "unused") == [[0.2, 0.8]]  # already in [0, 1]
+
+
+def test_pyproject_commands_extras_and_install_script_agree():
+    import importlib
+    import tomllib
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)
+    scripts = project["project"]["scripts"]
+    assert {"autodl-run", "autoclint"} <= set(scripts)
+    for target in scripts.values():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target
+    dynamic = project["tool"]["setuptools"]["dynamic"]
+    files = list(dynamic["dependencies"]["file"])
+    extras = dynamic["optional-dependencies"]
+    assert set(extras) == {"test", "bench", "video"}
+    files += [f for extra in extras.values() for f in extra["file"]]
+    with open(os.path.join(REPO, "scripts", "install.sh")) as f:
+        install = f.read()
+    for name in files:  # every file exists, holds pins, and the install script installs it
+        with open(os.path.join(REPO, name)) as f:
+            pins = [line for line in f if line.strip() and not line.startswith("#")]
+        assert pins and all("==" in line for line in pins), name
+        assert f"-r {name}" in install, name
+    assert "pip install -q --no-deps --no-build-isolation -e ." in install
+    assert "pytest==" in open(os.path.join(REPO, "requirements-test.txt")).read()
+    assert "\npytest==" not in open(os.path.join(REPO, "requirements.txt")).read()
