@@ -551,6 +551,9 @@ def main(argv=None):
             print(f"error: -{flag} must be a positive number of seconds, got {value:g}",
                   file=sys.stderr)
             return 2
+    if not (os.path.isdir(args.code_dir) or os.path.isfile(args.code_dir)):
+        print(f"error: -code_dir {args.code_dir}: no such folder or zip file", file=sys.stderr)
+        return 2
     try:
         apply_submission_settings(args.config, args.verbose, flag="-config")
         summary = run(args.dataset_dir, args.code_dir, args.time_budget, args.output_dir,

@@ -105,6 +105,14 @@ def test_runner_defaults_to_our_model_and_quiet_hides_the_bar(monkeypatch, tmp_p
     assert seen["progress"] is True
 
 
+def test_runner_refuses_a_missing_code_dir_in_one_line(tmp_path, capsys, tiny_dataset):
+    missing = tmp_path / "nowhere"
+    assert run_local_test.main(["-dataset_dir", tiny_dataset(), "-code_dir", str(missing),
+                                "-quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: -code_dir {missing}: no such folder or zip file"]
+
+
 @pytest.mark.parametrize("value, expected", [
     ("{missing}", "no such file"), ('{{"train": ', "not valid JSON"),
     ("{listfile}", "must hold a mapping"), ("{badyaml}", "neither JSON nor YAML")])
