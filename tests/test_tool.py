@@ -164,6 +164,9 @@ def test_fit_then_predict(tmp_path):
         rows = list(csv.reader(f))
     assert rows[0] == ["file", "class", *SHAPES]
     assert len(rows) == 1 + 12 and rows[1][0].endswith(".png")
+    # Probabilities, softmax for this single-label task (from the saved model's description)
+    fitted = np.array([[float(v) for v in r[2:]] for r in rows[1:]])
+    assert np.allclose(fitted.sum(axis=1), 1.0, atol=1e-3) and (fitted >= 0).all()
     new = make_folder(tmp_path / "new", per_class=4, seed=7)
     preds = tmp_path / "preds.csv"
     result = _cli("autoclint", "predict", "--model", str(out / "model.pt"), "--data", str(new),
