@@ -52,7 +52,7 @@ def config_overrides(value, flag="--config"):
             from None
     if not isinstance(overrides, dict):
         raise FlagError(f"{value}: must hold a mapping of settings, not "
-                         f"{type(overrides).__name__}")
+                        f"{type(overrides).__name__}")
     return json.dumps(overrides)
 
 
