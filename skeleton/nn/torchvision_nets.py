@@ -1,7 +1,8 @@
 """ImageNet trunks with torchvision's layouts, so the published weight files load strictly.
 
 torchvision is imported only when one of these is built: fastnet needs no torchvision, and
-(README, "TensorFlow and torch in one process") whoever also imports TensorFlow must import torchvision first.
+whoever also imports TensorFlow must import torchvision first (README, "TensorFlow and
+torch in one process").
 """
 import os
 
