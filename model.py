@@ -38,7 +38,7 @@ class Model:
         return prediction
 
 
-# -- Optional, off by default (never set in the challenge): `python -m autodl fit` sets
+# -- Optional, off by default (never set in the challenge): `python -m autoclint fit` sets
 # AUTOCLINT_SAVE_DIR so the best model so far is written to DIR/model.pt after a test that
 # produced new predictions (see skeleton/persist.py). Saving must never break the run.
 _SAVE_DIR = os.environ.get("AUTOCLINT_SAVE_DIR")

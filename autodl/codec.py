@@ -36,7 +36,9 @@ def encode_image(frame: np.ndarray, image_format: str, quality: int = 95) -> byt
     return buffer.getvalue()
 
 
-def decode_image(data: bytes, channels: int) -> np.ndarray:
+# Twins inside the submission (the zip ships skeleton/ only): skeleton/data/decode.py's
+# decode_image and skeleton/data/wire.py's parse_record; tests/test_twins.py checks they agree.
+def decode_frame(data: bytes, channels: int) -> np.ndarray:
     """Decode JPEG/PNG bytes to an H,W,C uint8 array with the metadata's channel count."""
     try:
         image = Image.open(io.BytesIO(data))
@@ -110,7 +112,7 @@ def record_frames(example, row_count: int, col_count: int, channels: int) -> np.
     """float32 [T, H, W, C]: DENSE values as stored; COMPRESSED decoded to [0, 1]."""
     lists = example.feature_lists.feature_list
     if COMPRESSED_KEY in lists:
-        frames = [decode_image(f.bytes_list.value[0], channels) for f in lists[COMPRESSED_KEY].feature]
+        frames = [decode_frame(f.bytes_list.value[0], channels) for f in lists[COMPRESSED_KEY].feature]
         if not frames:
             raise RecordDecodeError("record has no frames")
         shapes = {f.shape for f in frames}

@@ -323,24 +323,30 @@ def convert_video(root, out, name=None, frames=16, test_ratio=0.2, seed=0, overw
 
 
 def add_arguments(sub):
-    """The convert subcommands (shared with `python -m autodl convert`)."""
+    """The convert subcommands (shared with `python -m autodl convert` and
+    `python -m autoclint convert`)."""
     def common(p):
         p.add_argument("--out", required=True, help="dataset folder to create")
         p.add_argument("--name", help="dataset name (default: from the input's name)")
-        p.add_argument("--test_ratio", type=float, default=0.2)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--overwrite", action="store_true")
+        p.add_argument("--test_ratio", type=float, default=0.2,
+                       help="share of each class held out as the test split")
+        p.add_argument("--seed", type=int, default=0, help="seed of the test split")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier dataset at --out")
 
-    p = sub.add_parser("folder", help="ROOT/CLASS/*.jpg|png|...")
-    p.add_argument("root")
+    defaults = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("folder", help="ROOT/CLASS/*.jpg|png|...", formatter_class=defaults)
+    p.add_argument("root", help="a folder per class")
     common(p)
-    p = sub.add_parser("csv", help="CSV with FileName,Labels (space-separated, multi-label)")
-    p.add_argument("csv")
+    p = sub.add_parser("csv", help="CSV with FileName,Labels (space-separated, multi-label)",
+                       formatter_class=defaults)
+    p.add_argument("csv", help="the labels file")
     p.add_argument("--images", help="folder the file names are relative to "
                                     "(default: the CSV's folder)")
     common(p)
-    p = sub.add_parser("video", help="ROOT/CLASS/*.mp4|avi|... (needs PyAV)")
-    p.add_argument("root")
+    p = sub.add_parser("video", help="ROOT/CLASS/*.mp4|avi|... (needs PyAV)",
+                       formatter_class=defaults)
+    p.add_argument("root", help="a folder per class")
     p.add_argument("--frames", type=int, default=16, help="frames kept per video")
     common(p)
 

@@ -26,8 +26,8 @@ if __package__ in (None, ""):  # run as a script: make the `autodl` package impo
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from autodl import layout, runfiles  # noqa: E402
-from autodl.cli import add_flag  # noqa: E402
-from autodl.dataset import TensorFlowMissing  # noqa: E402  (no TensorFlow import)
+from autodl.flags import add_flag  # noqa: E402
+from autodl.tfdata import TensorFlowMissing  # noqa: E402  (no TensorFlow import)
 from autodl.reader import check_splits  # noqa: E402
 
 CLOCK_RULES = ("2019-05", "2019-08", "2019-12")
@@ -214,7 +214,7 @@ def run(dataset_dir, output_dir, code_dir, time_budget, clock_rule="2019-05", ou
     code_dir = resolve_code_dir(code_dir, scratch)
 
     # Built here, before the clock, when TensorFlow imports; without it, on first use.
-    from autodl.dataset import AutoDLDataset
+    from autodl.tfdata import AutoDLDataset
     train_set, test_set = AutoDLDataset(train_dir), AutoDLDataset(test_dir)
     train_data, test_data = train_set.get_dataset(), test_set.get_dataset()
     shape = (test_set.get_metadata().size(), test_set.get_metadata().get_output_size())

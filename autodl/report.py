@@ -12,7 +12,7 @@ import tempfile
 
 
 
-from .metrics import transform_time
+from .nauc import transform_time
 
 # Real seconds marked on the top axis of the curve, as on the platform.
 TIME_TICKS = (10, 60, 300, 600, 1200)

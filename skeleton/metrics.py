@@ -1,4 +1,5 @@
 """Validation score: the same NAUC the harness computes (2 * AUC - 1 over usable columns)."""
+# Twin of autodl/nauc.py (the zip ships skeleton/ only); tests/test_twins.py checks they agree.
 import numpy as np
 
 

@@ -20,7 +20,7 @@ import zipfile
 
 import numpy as np
 
-from .predict import Predictor, to_probabilities  # noqa: F401  (the tool's entry points)
+from .predict import Predictor
 
 FORMAT_VERSION = 2
 META_KEY = "__meta__"

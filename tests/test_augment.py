@@ -1,5 +1,4 @@
 """Light Fast AutoAugment: the operations, the published pool, policies and the search."""
-import json
 import logging
 import math
 import os
@@ -13,6 +12,8 @@ from skeleton.augment import OPERATIONS, PolicyAugmenter, load_pool, parse_subpo
 from skeleton.augment.ops import GEOMETRY
 from skeleton.augment.search import search_policies
 from skeleton.config import CONFIG_DIR, load_config
+
+from conftest import drive, fast_config, splits
 
 CFG = load_config("image")["augment"]
 RANGES = CFG["ranges"]
@@ -232,29 +233,20 @@ def test_search_keeps_nothing_past_its_error_bar():
 
 # -- in the learner --------------------------------------------------------------------------
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# These tests are about the phases of the scratch network: no transfer stage beside it.
 # valid_auc_stop 1.1: held-out NAUC saturates on this easy set (30 held-out images) and would
 # end the run before the phases these tests count.
-FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "train_chunk_s": 0.5,
-                     "valid_auc_stop": 1.1},
-        "train": {"min_phase_seconds": 1.0, "horizon_epochs": 1, "batch_cpu": 16,
-                  "batch_cuda": 16, "test_batch": 64},
-        "augment": {"min_time_left_s": 1.0, "max_seconds": 3.0, "budget_fraction": 1.0},
-        # These tests are about the phases of the scratch network: no transfer stage beside it.
-        "transfer": {"enabled": False}}
+AUGMENT_FAST = fast_config({
+    "schedule": {"valid_auc_stop": 1.1},
+    "train": {"horizon_epochs": 1, "batch_cpu": 16, "batch_cuda": 16, "test_batch": 64},
+    "augment": {"min_time_left_s": 1.0, "max_seconds": 3.0, "budget_fraction": 1.0},
+    "transfer": {"enabled": False}})
 
 
-def _run(tmp_path, monkeypatch, overrides, shape=(16, 16, 1), rounds=8):
-    from autodl.dataset import AutoDLDataset
+def _run(tmp_path, our_model, overrides, shape=(16, 16, 1), rounds=8):
     from autodl.writer import write_dataset
 
-    config = json.loads(json.dumps(FAST))
-    for key, value in overrides.items():
-        config.setdefault(key, {}).update(value)
-    monkeypatch.setenv("AUTOCLINT_CONFIG", json.dumps(config))
-    monkeypatch.syspath_prepend(ROOT)
-    import model as submission
-
+    Model = our_model(fast_config(AUGMENT_FAST, overrides))
     rng = np.random.default_rng(0)
 
     def images(n):
@@ -265,25 +257,21 @@ def _run(tmp_path, monkeypatch, overrides, shape=(16, 16, 1), rounds=8):
 
     path = write_dataset(tmp_path / "a", "a", images(300), images(60), output_dim=3,
                          image_format="dense")
-    train = AutoDLDataset(os.path.join(path, "a.data", "train"))
-    test = AutoDLDataset(os.path.join(path, "a.data", "test"))
-    m = submission.Model(train.get_metadata())
-    for _ in range(rounds):
-        m.train(train.get_dataset(), remaining_time_budget=60)
-        m.test(test.get_dataset(), remaining_time_budget=60)
-        if m.done_training or (m.learner.trainer is not None and m.learner.phase_count >= 2):
-            break
+    train, test = splits(path, "a")
+    m = Model(train.get_metadata())
+    drive(m, train, test, rounds, budget=60,
+          stop=lambda m: m.learner.trainer is not None and m.learner.phase_count >= 2)
     return m.learner
 
 
-def test_learner_searches_once_between_the_first_and_second_phase(tmp_path, monkeypatch,
+def test_learner_searches_once_between_the_first_and_second_phase(tmp_path, our_model,
                                                                     caplog):
     with caplog.at_level(logging.INFO, logger="skeleton"):
-        learner = _run(tmp_path, monkeypatch, {})
+        learner = _run(tmp_path, our_model, {})
     assert learner.phase_count >= 2
     result = learner.augment_search
     assert result is not None and result.tried > 0
-    assert result.seconds < FAST["augment"]["max_seconds"] + 2
+    assert result.seconds < AUGMENT_FAST["augment"]["max_seconds"] + 2
     assert any("augment search: baseline" in r.getMessage() for r in caplog.records)
     if result.kept:
         assert learner.trainer.policy is not None
@@ -291,10 +279,10 @@ def test_learner_searches_once_between_the_first_and_second_phase(tmp_path, monk
         assert any("augment search: kept" in r.getMessage() for r in caplog.records)
 
 
-def test_learner_skips_the_search_when_off_or_short_of_time(tmp_path, monkeypatch):
-    learner = _run(tmp_path / "off", monkeypatch, {"augment": {"search": False}})
+def test_learner_skips_the_search_when_off_or_short_of_time(tmp_path, our_model):
+    learner = _run(tmp_path / "off", our_model, {"augment": {"search": False}})
     assert learner.phase_count >= 2 and learner.augment_search is None
-    learner = _run(tmp_path / "short", monkeypatch, {"augment": {"min_time_left_s": 1e6}})
+    learner = _run(tmp_path / "short", our_model, {"augment": {"min_time_left_s": 1e6}})
     assert learner.phase_count >= 2 and learner.augment_search is None
     assert learner.trainer.policy is None
 
@@ -304,7 +292,7 @@ def test_video_config_keeps_the_search_off():
     assert os.path.exists(os.path.join(CONFIG_DIR, f"{CFG['pool']}.yaml"))
 
 
-def test_search_never_holds_back_a_better_prediction(tmp_path, monkeypatch):
+def test_search_never_holds_back_a_better_prediction(tmp_path, monkeypatch, our_model):
     """When the first phase ends with a better model, test() gets it before the search runs."""
     from skeleton.learner import Learner
 
@@ -316,7 +304,7 @@ def test_search_never_holds_back_a_better_prediction(tmp_path, monkeypatch):
         return real(self)
 
     monkeypatch.setattr(Learner, "_search_augmentation", spy)
-    learner = _run(tmp_path, monkeypatch, {})
+    learner = _run(tmp_path, our_model, {})
     assert pending_at_search == [None]  # searched once, with no better prediction waiting
     assert learner.augment_search is not None
 
@@ -332,7 +320,8 @@ def test_search_without_a_defined_score_keeps_nothing_and_does_not_fail():
     assert result.tried == 1 and [d.score for d in result.kept] == [0.6]
 
 
-def test_a_failing_optional_stage_leaves_the_best_model_in_place(tmp_path, monkeypatch, caplog):
+def test_a_failing_optional_stage_leaves_the_best_model_in_place(tmp_path, monkeypatch,
+                                                                 our_model, caplog):
     """The search and the flip probe are optional: when they raise, training and predictions
     go on from the best model so far."""
     from skeleton.learner import Learner
@@ -344,7 +333,7 @@ def test_a_failing_optional_stage_leaves_the_best_model_in_place(tmp_path, monke
     monkeypatch.setattr(Learner, "_search_augmentation", broken)
     monkeypatch.setattr(Learner, "_probe_flip", broken)
     with caplog.at_level(logging.WARNING, logger="skeleton"):
-        learner = _run(tmp_path, monkeypatch, {"train": {"flip": True}})
+        learner = _run(tmp_path, our_model, {"train": {"flip": True}})
     assert learner.phase_count >= 2  # the second phase started after the failed search
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("augmentation search failed, carrying on without it: "

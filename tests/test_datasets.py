@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from autodl import codec, layout
-from autodl.dataset import AutoDLDataset
+from autodl.tfdata import AutoDLDataset
 from autodl.datasets import (
     DATASETS,
     DatasetExistsError,
@@ -26,8 +26,8 @@ from autodl.datasets import __main__ as cli
 from autodl.datasets import digits as digits_module
 from autodl.reader import check_split, read_split
 from autodl.records import iter_records
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # What each small build must look like: channels, (H, W) or None when it varies, format,
 # classes, multi-label, video.

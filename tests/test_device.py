@@ -15,7 +15,8 @@ from skeleton.config import load_config
 from skeleton.device import choose_precision
 from skeleton.quick import QuickModel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, drive, fast_config
+
 NO_KERNEL = "CUDA error: no kernel image is available for execution on the device"
 
 
@@ -143,13 +144,12 @@ def test_a_gpu_whose_kernel_runs_is_picked(monkeypatch):
 
 # -- the learner under CUDA failures -----------------------------------------------------------
 
-FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "train_chunk_s": 0.5,
-                     "valid_auc_stop": 1.1},  # never saturates: training goes on
-        "train": {"min_phase_seconds": 1.0, "horizon_epochs": 1, "batch_cpu": 16,
-                  "batch_cuda": 16, "test_batch": 64},
-        "net": {"cuda": "fastnet_small"},
-        "augment": {"search": False},
-        "transfer": {"enabled": False}}  # these tests are about the network's CUDA path
+CUDA_FAST = fast_config({
+    "schedule": {"valid_auc_stop": 1.1},  # never saturates: training goes on
+    "train": {"horizon_epochs": 1, "batch_cpu": 16, "batch_cuda": 16, "test_batch": 64},
+    "net": {"cuda": "fastnet_small"},
+    "augment": {"search": False},
+    "transfer": {"enabled": False}})  # these tests are about the network's CUDA path
 
 
 @pytest.fixture
@@ -191,11 +191,11 @@ def fake_cuda(monkeypatch):
 
 
 def _learner(tmp_path, monkeypatch):
-    from autodl.dataset import AutoDLMetadata
+    from autodl.tfdata import AutoDLMetadata
     from autodl.writer import write_dataset
     from skeleton.learner import Learner
 
-    monkeypatch.setenv("AUTOCLINT_CONFIG", json.dumps(FAST))
+    monkeypatch.setenv("AUTOCLINT_CONFIG", json.dumps(CUDA_FAST))
     # The quick model predicts nothing (valid NAUC 0): any trained network beats it soon, so
     # the tests do not hang on how fast the network learns on a loaded machine.
     monkeypatch.setattr(QuickModel, "predict",
@@ -208,13 +208,7 @@ def _learner(tmp_path, monkeypatch):
 
 
 def _rounds(learner, n, budget=60.0):
-    predictions = []
-    for _ in range(n):
-        learner.train(None, budget)
-        predictions.append(learner.test(None, budget))
-        if learner.done_training:
-            break
-    return predictions
+    return drive(learner, None, None, n, budget)  # the learner reads its records itself
 
 
 @pytest.mark.parametrize("stage", ["build", "train"])
@@ -292,7 +286,7 @@ def test_errors_off_the_cuda_path_are_not_swallowed(tmp_path, monkeypatch, fake_
 # -- the documented torch builds ----------------------------------------------------------------
 
 def _text(name):
-    with open(os.path.join(ROOT, name)) as f:
+    with open(os.path.join(REPO, name)) as f:
         return f.read()
 
 
@@ -310,10 +304,10 @@ def test_readme_docker_and_install_take_the_pinned_torch_for_older_gpus():
     pattern = "grep -E '^torch(vision)?==' requirements.txt"
     dockerfile, install = _text("Dockerfile"), _text(os.path.join("scripts", "install.sh"))
     assert pattern in dockerfile and pattern in install and "ARG TORCH_INDEX=" in dockerfile
-    picked = subprocess.run(["grep", "-E", "^torch(vision)?==", "requirements.txt"], cwd=ROOT,
+    picked = subprocess.run(["grep", "-E", "^torch(vision)?==", "requirements.txt"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout.split()
     assert picked == [f"torch=={pins['torch']}", f"torchvision=={pins['torchvision']}"]
     # The Dockerfile's install step is valid shell.
     run = re.search(r"^RUN (.*?[^\\])\n", dockerfile, re.M | re.S).group(1)
     subprocess.run(["sh", "-n", "-c", run.replace("\\\n", " ")], check=True)
-    subprocess.run(["bash", "-n", os.path.join(ROOT, "scripts", "install.sh")], check=True)
+    subprocess.run(["bash", "-n", os.path.join(REPO, "scripts", "install.sh")], check=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from autodl import layout, records
-from autodl.dataset import AutoDLDataset, AutoDLMetadata
+from autodl.tfdata import AutoDLDataset, AutoDLMetadata
 from autodl.reader import check_split, read_split
 from autodl.writer import write_dataset
 

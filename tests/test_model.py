@@ -1,41 +1,22 @@
 """model.py end to end on odd tiny datasets: every one must reach a valid prediction."""
-import json
 import os
 
 import numpy as np
 import pytest
 
-from autodl.dataset import AutoDLDataset
-from autodl.metrics import nauc
+from autodl.nauc import nauc
 from autodl.writer import write_dataset
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Short phases and slices, so that a few rounds exercise the whole schedule in seconds.
-FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "train_chunk_s": 0.5},
-        "train": {"min_phase_seconds": 1.0, "horizon_epochs": 2, "batch_cpu": 8,
-                  "batch_cuda": 8, "test_batch": 16}}
+from conftest import FAST, REPO, drive, splits
 
 
 @pytest.fixture
-def run_model(monkeypatch):
-    monkeypatch.setenv("AUTOCLINT_CONFIG", json.dumps(FAST))
-    monkeypatch.syspath_prepend(ROOT)
-    import model as submission
+def run_model(our_model):
+    Model = our_model(FAST)
 
     def run(path, name, rounds=4, budget=30.0):
-        train = AutoDLDataset(os.path.join(path, f"{name}.data", "train"))
-        test = AutoDLDataset(os.path.join(path, f"{name}.data", "test"))
-        m = submission.Model(train.get_metadata())
-        predictions = []
-        for _ in range(rounds):
-            m.train(train.get_dataset(), remaining_time_budget=budget)
-            p = m.test(test.get_dataset(), remaining_time_budget=budget)
-            assert p.shape == (test.get_metadata().size(), test.get_metadata().get_output_size())
-            assert np.isfinite(p).all()
-            predictions.append(p)
-            if m.done_training:
-                break
-        return m, predictions
+        train, test = splits(path, name)
+        m = Model(train.get_metadata())
+        return m, drive(m, train, test, rounds, budget)
     return run
 
 
@@ -108,7 +89,7 @@ def test_torch_after_tensorflow_does_not_crash(tmp_path):
     script = ("import tensorflow, sys; sys.path.insert(0, %r)\n"
               "from skeleton.compat import import_torch\n"
               "torch = import_torch(); import torchvision\n"
-              "print(torchvision.models.resnet18().eval()(torch.zeros(1, 3, 32, 32)).shape)") % ROOT
+              "print(torchvision.models.resnet18().eval()(torch.zeros(1, 3, 32, 32)).shape)") % REPO
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert result.returncode == 0, result.stderr[-2000:]

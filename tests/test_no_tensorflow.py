@@ -9,7 +9,7 @@ import pytest
 import torchvision  # noqa: F401
 
 from autodl import run_local_test
-from autodl.dataset import TENSORFLOW_PACKAGE, AutoDLDataset, TensorFlowMissing
+from autodl.tfdata import TENSORFLOW_PACKAGE, AutoDLDataset, TensorFlowMissing
 
 SCRIPTED = os.path.join(os.path.dirname(__file__), "submissions", "scripted")
 

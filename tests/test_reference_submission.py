@@ -8,11 +8,11 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from autodl.dataset import AutoDLDataset  # noqa: E402
 from autodl.writer import write_dataset  # noqa: E402
 
-MODEL_PY = os.path.join(os.path.dirname(__file__), "..", "autodl", "reference_submission",
-                        "model.py")
+from conftest import REPO, drive as drive_loop, splits  # noqa: E402
+
+MODEL_PY = os.path.join(REPO, "autodl", "reference_submission", "model.py")
 
 
 def load_model_module():
@@ -26,23 +26,11 @@ def load_model_module():
 Model = load_model_module().Model
 
 
-def splits(root, name):
-    data = os.path.join(root, f"{name}.data")
-    return AutoDLDataset(os.path.join(data, "train")), AutoDLDataset(os.path.join(data, "test"))
-
-
 def drive(root, name, budget=60.0, max_rounds=12, model=None):
-    """The ingestion loop in miniature; returns the model and every prediction made."""
+    """The shared loop on the reference model; it must end by itself (done_training)."""
     train, test = splits(root, name)
     model = model or Model(train.get_metadata())
-    n_test, classes = test.get_metadata().size(), train.get_metadata().get_output_size()
-    predictions = []
-    while not model.done_training and len(predictions) < max_rounds:
-        model.train(train.get_dataset(), remaining_time_budget=budget)
-        y = model.test(test.get_dataset(), remaining_time_budget=budget)
-        assert isinstance(y, np.ndarray) and y.shape == (n_test, classes)
-        assert np.all(np.isfinite(y))
-        predictions.append(y)
+    predictions = drive_loop(model, train, test, max_rounds, budget)
     assert model.done_training, "done_training never became True"
     return model, predictions
 

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from autodl.dataset import AutoDLDataset
+from autodl.tfdata import AutoDLDataset
 from autodl.writer import write_dataset
 from skeleton.config import load_config
 from skeleton.data import wire

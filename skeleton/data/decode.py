@@ -16,6 +16,7 @@ log = logging.getLogger("skeleton")
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
+# Twin of autodl/codec.py decode_frame (the zip ships skeleton/ only); tests/test_twins.py.
 def decode_image(data, channels):
     image = Image.open(io.BytesIO(data)).convert(_MODES.get(channels, "RGB"))
     array = np.asarray(image)

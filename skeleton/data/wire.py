@@ -134,6 +134,7 @@ def _feature(buf, start, end):
     return "empty", []
 
 
+# Twin of autodl/codec.py parse_record + record_labels (the zip ships skeleton/ only).
 def parse_record(payload):
     """(label indices, frames) of one record; frames: list of float32 arrays or of bytes."""
     context, lists = (0, 0), (0, 0)

@@ -30,7 +30,7 @@ machine so +-30%; train = forward+backward+SGD at batch 64, inference at batch 2
 
 MNIST from scratch, 20 s of training (batch 64, SGD lr 0.05 decaying linearly): fastnet 154
 steps, test accuracy 0.969; fastnet_small 298 steps, 0.977; resnet18 43 steps, 0.855.
-Reproduce: python -m skeleton.nn.speed [--channels-last]; python -m skeleton.nn.speed --mnist 20
+Reproduce: python scripts/speed.py [--channels-last]; python scripts/speed.py --mnist 20
 """
 from . import fastnet as _fastnet  # noqa: F401  (registers)
 from . import torchvision_nets as _torchvision_nets  # noqa: F401  (registers)

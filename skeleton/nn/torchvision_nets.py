@@ -1,7 +1,8 @@
 """ImageNet trunks with torchvision's layouts, so the published weight files load strictly.
 
 torchvision is imported only when one of these is built: fastnet needs no torchvision, and
-(see docs/environment.md) whoever also imports TensorFlow must import torchvision first.
+whoever also imports TensorFlow must import torchvision first (README, "TensorFlow and
+torch in one process").
 """
 import os
 
@@ -69,7 +70,7 @@ def mobilenet_v2(weights="auto", models_dir=None):
     import torchvision
 
     trunk = MobileNetTrunk(torchvision.models.mobilenet_v2(weights=None))
-    # models/ first: a submission zip carries the file there (python -m autodl zip), where
+    # models/ first: a submission zip carries the file there (python -m autoclint zip), where
     # the platform has no such package; else the installed package.
     packed = os.path.join(models_dir or DEFAULT_MODELS_DIR, os.path.basename(MOBILENET_FILE))
     path = packed if os.path.isfile(packed) else package_file(MOBILENET_DIST, MOBILENET_TOP,

@@ -126,7 +126,7 @@ class Model:
 
     def test(self, dataset, remaining_time_budget=None):
         if self.test_size is None and BEHAVIOUR == "metadata_only":
-            from autodl.dataset import AutoDLMetadata  # the harness's package: no TensorFlow
+            from autodl.tfdata import AutoDLMetadata  # the harness's package: no TensorFlow
             test_dir = os.path.join(os.path.dirname(self.train_dir), "test")
             self.test_size = AutoDLMetadata(test_dir).size()
         if self.test_size is None:

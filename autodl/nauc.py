@@ -1,4 +1,8 @@
-"""The AutoDL scores: NAUC per prediction, accuracy for one-hot tasks, and ALC over time."""
+"""The AutoDL scores: NAUC per prediction, accuracy for one-hot tasks, and ALC over time.
+
+Twin: skeleton/metrics.py computes the same NAUC inside the submission (a submission zip
+ships skeleton/ only, not the harness); tests/test_twins.py checks that the two agree.
+"""
 import math
 
 import numpy as np

@@ -1,15 +1,19 @@
-"""Throughput of the registered networks on this machine: python -m skeleton.nn.speed
+"""Throughput of the registered networks on this machine: python scripts/speed.py
 
 Train = forward + backward + SGD step; inference under torch.inference_mode. Each cell runs
 for about `seconds` after a warm-up and reports its best quarter, so the whole table stays
 short and less noisy on a shared 2-core box.
 """
 import argparse
+import os
+import sys
 import time
 
 import torch
 
-from . import build_network
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from skeleton.nn import build_network  # noqa: E402
 
 
 def throughput(net, shape, batch, train, seconds=2.0, num_classes=10):

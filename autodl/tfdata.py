@@ -161,7 +161,7 @@ def _build_tf_dataset(files, metadata):
         sequence_features = {"0_dense_input": tf.io.FixedLenSequenceFeature(
             [rows * cols * channels], tf.float32)}
 
-    def decode_frame(data):
+    def decode_one(data):
         return tf.io.decode_image(data, channels=channels, dtype=tf.float32,
                                   expand_animations=False)
 
@@ -170,7 +170,7 @@ def _build_tf_dataset(files, metadata):
             serialized, context_features=context_features, sequence_features=sequence_features)
         if metadata.is_compressed():
             encoded = tf.sparse.to_dense(sequence["0_compressed"], default_value="")[:, 0]
-            example = tf.map_fn(decode_frame, encoded,
+            example = tf.map_fn(decode_one, encoded,
                                 fn_output_signature=tf.TensorSpec([None, None, channels],
                                                                   tf.float32))
         else:
