@@ -20,6 +20,7 @@ class TransferRoute:
         self.feed = feed
         self.best = best
         self.spent = {"transfer": 0.0, "net": 0.0}  # seconds each took while both ran
+        self.handed_over = False    # its first head has been offered
 
     @classmethod
     def build(cls, cfg, feed, best, device, temporal):
@@ -74,12 +75,15 @@ class TransferRoute:
         if event == "fitted":
             valid = (stage.head.predict(stage.features.matrix(feed.valid_idx))
                      if len(feed.valid_idx) else None)
-            taken, _ = self.best.offer("transfer", valid, stage.predict_test, self._snapshot)
+            # After its first handover the head is refitted on more examples: expected to be
+            # better, it replaces itself unless the held-out data says it got worse.
+            taken, _ = self.best.offer("transfer", valid, stage.predict_test, self._snapshot,
+                                       refit=self.handed_over)
+            self.handed_over = True
             return "offered" if taken else "working"
         if event == "refitted":
-            if self.best.source != "transfer":
-                return "working"
-            self.best.refresh(stage.predict_test, self._snapshot)  # the best, on more data
+            if not self.best.refresh("transfer", stage.predict_test, self._snapshot):
+                return "working"  # the head is not in use
             log.info("transfer: frozen head refitted on the held-out examples too")
             return "offered"
         return "complete" if event == "complete" else "working"

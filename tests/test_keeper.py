@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from skeleton.config import CONFIG_DIR
-from skeleton.keeper import BestModel, _Candidate
+from skeleton.keeper import BestModel
 from skeleton.metrics import bootstrap_nauc, nauc
 
 # The shipped settings (confidence 0.9, 100 resamples, blending on), read from the file itself.
@@ -76,10 +76,10 @@ def test_the_first_offer_and_offers_without_held_out_data():
     assert best.predict_pending() is False
 
 
-def test_snapshot_only_when_taken_and_refresh_keeps_the_source():
+def test_snapshot_only_when_taken_and_refresh_replaces_a_model_in_use():
     rng = np.random.default_rng(3)
     y = _labels(60, 3, rng)
-    best = BestModel(0.0, SELECT)
+    best = BestModel(0.0, dict(SELECT, blend=False))
     best.set_labels(y)
     calls = []
     best.offer("transfer", _model(y, 0.3, rng), lambda: np.ones((2, 3)),
@@ -87,9 +87,57 @@ def test_snapshot_only_when_taken_and_refresh_keeps_the_source():
     best.offer("net", _model(y, 3.0, rng), lambda: np.zeros((2, 3)),
                lambda: calls.append("worse") or "other")
     assert calls == ["good"] and best.saved == "saved" and best.source == "transfer"
-    best.refresh(lambda: np.full((2, 3), 0.5), lambda: "refit")
+    assert best.predict_pending() and np.allclose(best.prediction, 1.0)
+    assert not best.refresh("net", lambda: np.zeros((2, 3)))  # not in use: nothing happens
+    assert best.refresh("transfer", lambda: np.full((2, 3), 0.5), lambda: "refit")
     assert best.source == "transfer" and best.saved == "refit"
     assert best.predict_pending() and np.allclose(best.prediction, 0.5)
+
+
+def test_a_refit_replaces_itself_unless_clearly_worse():
+    """A model in use, refitted on more data, that scores a little lower by chance (an
+    equally good model) is taken; as a plain candidate it never is; a clearly worse refit
+    is kept out."""
+    rng = np.random.default_rng(7)
+    lower = taken_as_refit = taken_plain = 0
+    for trial in range(40):
+        y = _labels(150, 3, rng)
+        first, refit = _model(y, 1.0, rng), _model(y, 1.0, rng)
+        if nauc(y, refit) >= nauc(y, first):
+            continue
+        lower += 1
+        for as_refit in (True, False):
+            best = BestModel(0.0, dict(SELECT, blend=False))
+            best.set_labels(y)
+            best.offer("transfer", first, lambda: np.zeros(1))
+            best.predict_pending()
+            taken, _ = best.offer("transfer", refit, lambda: np.ones(1), refit=as_refit)
+            if as_refit:
+                taken_as_refit += taken
+            else:
+                taken_plain += taken
+        worse, _ = best.offer("transfer", _model(y, 5.0, rng), lambda: np.ones(1), refit=True)
+        assert not worse
+    assert lower >= 10 and taken_plain == 0
+    assert taken_as_refit >= 0.6 * lower, (taken_as_refit, lower)
+
+
+def test_a_refit_of_a_blended_model_replaces_it_inside_the_blend():
+    rng = np.random.default_rng(4)
+    y = _labels(300, 4, rng)
+    first, second = _model(y, 1.0, rng), _model(y, 1.0, rng)
+    first[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))
+    second[:, 2:] = y[:, 2:] + rng.normal(0, 0.2, (300, 2))
+    best = BestModel(0.0, SELECT)
+    best.set_labels(y)
+    best.offer("transfer", np.clip(first, 0, 1), lambda: np.full((5, 4), 0.2))
+    best.predict_pending()
+    best.offer("net", np.clip(second, 0, 1), lambda: np.full((5, 4), 0.6))
+    best.predict_pending()
+    assert best.source == "blend" and best.sources == ["transfer", "net"]
+    assert best.refresh("transfer", lambda: np.full((5, 4), 0.4))
+    assert best.predict_pending() and np.allclose(best.prediction, 0.5)  # (0.4 + 0.6) / 2
+    assert best.sources == ["transfer", "net"]
 
 
 def test_two_complementary_models_are_blended_when_the_blend_validates_higher():
@@ -107,7 +155,8 @@ def test_two_complementary_models_are_blended_when_the_blend_validates_higher():
     assert taken and best.source == "blend"
     assert best.score > max(alone, nauc(y, first))
     assert best.predict_pending() and np.allclose(best.prediction, 0.4)  # half each
-    assert best.saved in ("head", "net") and best.savable
+    # A file holds one model: the blend's best-scoring member.
+    assert best.saved == ("head" if nauc(y, first) >= alone else "net") and best.savable
 
 
 def test_no_blend_when_the_candidate_alone_is_better_or_blending_is_off():
@@ -126,13 +175,17 @@ def test_no_blend_when_the_candidate_alone_is_better_or_blending_is_off():
 def test_the_quick_models_scores_are_blended_as_probabilities():
     rng = np.random.default_rng(6)
     y = _labels(200, 3, rng)
-    best = BestModel(0.0, SELECT)
+    best = BestModel(0.0, dict(SELECT, confidence=0.0))  # whatever validates higher
     best.set_labels(y)
     best.offer("quick", 10 * _model(y, 0.8, rng), lambda: np.array([[30.0, 0.0, 0.0]]))
     best.predict_pending()
-    blend = best._blend(_Candidate("net", np.clip(_model(y, 0.8, rng), 0, 1), 0.5,
-                                   lambda: np.array([[0.0, 1.0, 0.0]]), None))
-    assert blend is not None and blend.name == "quick + net"
-    row = blend.predict_test()[0]
-    assert np.allclose(row, [0.5, 0.5, 0.0], atol=1e-6)  # softmax(30, 0, 0) ~ (1, 0, 0)
-    assert np.all((blend.valid >= 0) & (blend.valid <= 1.0 + 1e-6))
+    net = np.clip(_model(y, 0.8, rng), 0, 1)
+    members = best._with(__import__("skeleton.keeper", fromlist=["Member"]).Member(
+        "net", net, 0.5, lambda: np.array([[0.0, 1.0, 0.0]]), None, False))
+    assert [m.source for m in members] == ["quick", "net"]
+    assert [m.weight for m in members] == [0.5, 0.5]
+    valid = best._valid_of(members)
+    assert np.all((valid >= 0) & (valid <= 1.0 + 1e-6))  # probabilities, not ridge scores
+    best._take(members)
+    assert best.predict_pending()
+    assert np.allclose(best.prediction[0], [0.5, 0.5, 0.0], atol=1e-6)  # softmax(30,0,0)~(1,0,0)

@@ -229,20 +229,19 @@ def test_learner_hands_over_the_frozen_head_when_it_validates_better(tmp_path, c
     path = write_dataset(tmp_path / "t", "t", train, test, output_dim=3, image_format="png")
     overrides = dict(FAST_NO_SEARCH, transfer={"probe_records": 64, "share": 0.9})
     with caplog.at_level(logging.INFO, logger="skeleton"):
-        learner, predictions, sources = _drive(path, "t", overrides, rounds=12)
-    assert sources[0] == "quick" and "transfer" in sources, (sources, caplog.text)
+        learner, predictions, sources = _drive(
+            path, "t", overrides, rounds=12,
+            stop=lambda learner: learner.best.source == "transfer")
+    assert sources[0] == "quick" and sources[-1] == "transfer", (sources, caplog.text)
     assert "transfer probe: frozen head" in caplog.text
     solution = np.loadtxt(os.path.join(path, "t.solution"))
-    handed = predictions[sources.index("transfer")]
-    assert nauc(solution, handed) > nauc(solution, predictions[0])
+    assert nauc(solution, predictions[-1]) > nauc(solution, predictions[0])
     # Saved while the frozen head is the best, it predicts like the head did.
     from skeleton import persist
-    last = len(sources) - 1 - sources[::-1].index("transfer")
-    learner.best.source = "transfer"
     assert persist.save(learner, str(tmp_path / "model.pt"))
     predictor = persist.load(str(tmp_path / "model.pt"))
     assert predictor.source == "transfer"
-    np.testing.assert_allclose(predictor.predict_arrays(learner.feed.test_x), predictions[last],
+    np.testing.assert_allclose(predictor.predict_arrays(learner.feed.test_x), predictions[-1],
                                atol=2e-3)
 
 
