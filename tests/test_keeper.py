@@ -44,7 +44,7 @@ def test_a_candidate_better_only_by_chance_rarely_replaces_the_best():
         best = BestModel(0.0, SELECT)
         best.set_labels(y)
         current, candidate = _model(y, 1.5, rng), _model(y, 1.5, rng)
-        best.offer("net", current, lambda: None)
+        best.offer("transfer", current, lambda: None)
         if nauc(y, candidate) > nauc(y, current):
             lucky += 1
             taken, _ = best.offer("net", candidate, lambda: None)
@@ -189,3 +189,19 @@ def test_the_quick_models_scores_are_blended_as_probabilities():
     best._take(members)
     assert best.predict_pending()
     assert np.allclose(best.prediction[0], [0.5, 0.5, 0.0], atol=1e-6)  # softmax(30,0,0)~(1,0,0)
+
+
+def test_any_trained_model_that_validates_higher_replaces_the_quick_model():
+    rng = np.random.default_rng(8)
+    taken_count = lucky = 0
+    for trial in range(30):
+        y = _labels(100, 3, rng)
+        current, candidate = _model(y, 1.5, rng), _model(y, 1.5, rng)
+        if nauc(y, candidate) <= nauc(y, current):
+            continue
+        lucky += 1
+        best = BestModel(0.0, dict(SELECT, blend=False))
+        best.set_labels(y)
+        best.offer("quick", current, lambda: None)
+        taken_count += best.offer("transfer", candidate, lambda: None)[0]
+    assert lucky >= 5 and taken_count == lucky
