@@ -77,7 +77,6 @@ class BestModel:
         self.valid = None         # its held-out predictions
         self.prediction = None    # its test predictions, once made
         self.stale = False        # the test predictions must be made again at the next test()
-        self.rejected = 0         # candidates that scored higher, within the noise
 
     # -- what the learner and persist read -------------------------------------------------
     @property
@@ -199,7 +198,6 @@ class BestModel:
         if share >= self.cfg["confidence"]:
             return True
         if not worse and not quiet:
-            self.rejected += 1
             log.info("%s: valid NAUC %.4f > %.4f (%s) in only %.0f%% of resamples: kept it",
                      _name(members), score, self.score, _name(self.members), 100 * share)
         return False

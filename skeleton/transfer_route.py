@@ -66,8 +66,8 @@ class TransferRoute:
         stage, feed = self.stage, self.feed
         second = feed.has_second
         x, y = feed.arrays(second)
-        train_idx = feed.train_idx[feed.train_idx < len(x)]
-        event = stage.work(x, y, feed.valid_idx, train_idx, feed.test_view(second),
+        event = stage.work(x, y, feed.valid_idx, feed.train_indices(second),
+                           feed.test_view(second),
                            self.best.score, time.time() + seconds)
         if event == "drop":
             log.info("transfer: dropped (the frozen head does not beat %s)", self.best.source)
