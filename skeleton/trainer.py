@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .device import precision_for
+from .optim import NesterovSGD
 from .predict import as_input, network_probabilities
 
 log = logging.getLogger("skeleton")
@@ -78,10 +79,10 @@ class Trainer:
             scale = trunk_lr_scale if name.startswith("trunk.") else 1.0
             decay = cfg["weight_decay"] if p.ndim > 1 else 0.0
             groups.setdefault((scale, decay), []).append(p)
-        self.optimizer = torch.optim.SGD(
+        self.optimizer = NesterovSGD(
             [{"params": params, "weight_decay": decay, "lr_scale": scale}
              for (scale, decay), params in groups.items()],
-            lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
+            lr=cfg["lr"], momentum=cfg["momentum"])
         self.temperature = cfg["temperature"]
         self.steps = 0
         self.lr = 0.0      # the base rate of the last step (the trunk's may be scaled down)
