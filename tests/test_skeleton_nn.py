@@ -217,3 +217,58 @@ def test_channels_last_gives_the_same_logits(name):
         expected = net(x)
         got = net.to(memory_format=torch.channels_last)(x)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name, widths", [
+    ("mobilenet_v2", [16, 24, 32, 64, 96, 160, 320, 1280]),
+    ("resnet18", [64, 128, 256, 512]),
+])
+def test_pretrained_trunks_list_their_stages_and_end_with_forward(name, widths):
+    trunk, _ = NETWORKS[name](weights="none")
+    trunk.eval()
+    x = torch.randn(2, 3, 64, 64)
+    outputs = trunk.stage_outputs(x)
+    assert trunk.stage_channels == widths == [o.shape[1] for o in outputs]
+    assert all(a.shape[-1] >= b.shape[-1] for a, b in zip(outputs, outputs[1:]))
+    torch.testing.assert_close(outputs[-1], trunk(x))
+
+
+def test_taps_pool_the_last_stages_side_by_side():
+    net = build_network("mobilenet_v2", 1, 3, weights="none", taps=6).eval()
+    assert net.feature_dim == 32 + 64 + 96 + 160 + 320 + 1280 == net.head.in_features
+    x = torch.rand(2, 1, 1, 64, 64)
+    features = net.frame_features(x)
+    assert features.shape == (2, 1, net.feature_dim)
+    # The last block of features is the plain network's pooled features, same weights.
+    plain = build_network("mobilenet_v2", 1, 3, weights="none").eval()
+    plain.trunk.load_state_dict(net.trunk.state_dict())
+    torch.testing.assert_close(features[..., -1280:], plain.frame_features(x))
+    assert net(x).shape == (2, 3)
+    # More taps than stages: all of them; a trunk without stages cannot tap.
+    assert build_network("resnet18", 3, 2, weights="none", taps=6).feature_dim == 960
+    with pytest.raises(ValueError, match="taps"):
+        build_network("fastnet", 3, 2, taps=2)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])
+def test_our_trunks_are_torchvisions_layouts(name):
+    """Built without torchvision (its import costs 1.3 s of the run), same keys, same outputs:
+    torchvision's own model, its weights loaded strictly into ours."""
+    import torchvision
+    torch.manual_seed(0)
+    theirs = getattr(torchvision.models, name)(weights=None).eval()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for m in theirs.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    trunk, _ = NETWORKS[name](weights="none")
+    head = ("classifier.", "fc.")
+    trunk.load_state_dict({k: v for k, v in theirs.state_dict().items()
+                           if not k.startswith(head)}, strict=True)
+    trunk.eval()
+    x = torch.randn(2, 3, 64, 64)
+    body = theirs.features if name == "mobilenet_v2" else torch.nn.Sequential(
+        *list(theirs.children())[:-2])
+    with torch.no_grad():
+        torch.testing.assert_close(trunk(x), body(x))
