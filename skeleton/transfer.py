@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .metrics import nauc
 from .nn import build_network
+from .optim import lbfgs
 
 log = logging.getLogger("skeleton")
 
@@ -30,7 +31,7 @@ def build_pretrained(cfg, channels, classes, frames, temporal, size, cuda):
         try:
             net = build_network(name, channels, classes, frames=frames, temporal=temporal,
                                 weights="auto", imagenet_norm=True, input_size=size,
-                                head_bias=True)
+                                head_bias=True, taps=cfg["feature_taps"])
         except Exception as error:  # noqa: BLE001  (a broken backbone must not end the run)
             log.warning("transfer: %s could not be built (%s: %s)", name, type(error).__name__,
                         error)
@@ -52,39 +53,47 @@ def pick_penalty(scored, tolerance):
 
 class LinearHead:
     """Softmax (or, for multi-label, per-class sigmoid) regression on standardised features,
-    L2-penalised, fitted with L-BFGS; the penalty is picked from `l2_grid` on held-out data:
-    the largest one whose held-out error is within `tolerance` (relative) of the best one's,
-    since a small held-out set ranks close penalties by noise (solar: 4 splits, argmax 0.679
-    test NAUC on average, this rule 0.703)."""
+    L2-penalised, fitted with L-BFGS (skeleton/optim.py); the penalty is picked from
+    `l2_grid` on held-out data: the largest one whose held-out error is within `tolerance`
+    (relative) of the best one's, since a small held-out set ranks close penalties by noise
+    (solar: 4 splits, argmax 0.679 test NAUC on average, this rule 0.703)."""
 
-    def __init__(self, multi_label, l2_grid, max_iter, tolerance=0.0):
+    def __init__(self, multi_label, l2_grid, max_iter, tolerance=0.0, loss_tol=0.0):
         self.multi_label = multi_label
         self.l2_grid = l2_grid
         self.max_iter = max_iter
+        self.loss_tol = loss_tol
         self.tolerance = tolerance
         self.l2 = None
         self.weight = self.bias = None
 
     def _fit_one(self, f, y, l2, start=None):
         """One penalised fit; `start` (w, b) warm-starts it (a refit on more examples)."""
+        dim, classes = f.shape[1], y.shape[1]
         if start is None:
-            start = torch.zeros(f.shape[1], y.shape[1]), torch.zeros(y.shape[1])
-        w, b = (t.clone().requires_grad_(True) for t in start)
-        optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=self.max_iter,
-                                      line_search_fn="strong_wolfe")
+            start = torch.zeros(dim, classes), torch.zeros(classes)
+        # The gradient by hand, with f transposed once: 1.8x faster than autograd here (the
+        # product with a transposed view is 2.4x slower than with a contiguous copy).
+        f_t = f.T.contiguous()
+        scale = 1.0 / (len(f) * (classes if self.multi_label else 1))
         target = y if self.multi_label else y.argmax(dim=1)
+        y = y if self.multi_label else F.one_hot(target, classes).float()  # one class a row
 
-        def closure():
-            optimizer.zero_grad()
+        def loss_and_grad(flat):
+            w, b = flat[:-classes].view(dim, classes), flat[-classes:]
             logits = f @ w + b
-            loss = (F.binary_cross_entropy_with_logits(logits, target) if self.multi_label
-                    else F.cross_entropy(logits, target))
-            loss = loss + l2 * (w * w).sum()
-            loss.backward()
-            return loss
+            if self.multi_label:
+                loss = F.binary_cross_entropy_with_logits(logits, target)
+                residual = (torch.sigmoid(logits) - y) * scale
+            else:
+                loss = F.cross_entropy(logits, target)
+                residual = (torch.softmax(logits, dim=1) - y) * scale
+            grad = torch.cat([(f_t @ residual + 2 * l2 * w).reshape(-1), residual.sum(dim=0)])
+            return float(loss) + l2 * float((w * w).sum()), grad
 
-        optimizer.step(closure)
-        return w.detach(), b.detach()
+        flat = lbfgs(loss_and_grad, torch.cat([start[0].reshape(-1), start[1]]), self.max_iter,
+                     loss_tol=self.loss_tol)
+        return flat[:-classes].view(dim, classes).clone(), flat[-classes:].clone()
 
     def fit(self, f_train, y_train, f_valid=None, y_valid=None, grid=None):
         """Fit on train; with held-out data, try every penalty of `grid` (default: l2_grid)
@@ -211,7 +220,7 @@ class TransferStage:
         self.net = net
         self.features = FrozenFeatures(net, device, cfg["batch"], cfg["max_frames"])
         self.head = LinearHead(multi_label, cfg["l2_grid"], cfg["lbfgs_iterations"],
-                               cfg["l2_tolerance"])
+                               cfg["l2_tolerance"], cfg["lbfgs_loss_tol"])
         self.state = "probe"
         self.score = None          # held-out NAUC of the current head
         self.fitted_on = 0         # training examples under the current head
@@ -228,9 +237,11 @@ class TransferStage:
             if not (self.features.fill(x, valid_idx, deadline)
                     and self.features.fill(x, probe, deadline)):
                 return None
+            fit_start = time.time()
             self._fit(y, valid_idx, probe, search=True)
-            log.info("transfer probe: frozen head valid NAUC %s on %d examples (l2 %s) vs best "
-                     "so far %.4f", _fmt(self.score), len(probe), self.head.l2, best_score)
+            log.info("transfer probe: frozen head valid NAUC %s on %d examples (l2 %s, fits "
+                     "%.1f s) vs best so far %.4f", _fmt(self.score), len(probe), self.head.l2,
+                     time.time() - fit_start, best_score)
             if self.score is None or self.score <= best_score:
                 return "drop"
             self.state = "test"

@@ -254,6 +254,11 @@ def test_learner_fine_tunes_on_trial_and_returns_to_scratch_when_it_loses(tmp_pa
                                      "finetune_trial_s": 1.0, "max_side_cpu": 80})
     # Validation never saturates: the run goes on until the trial has been decided.
     overrides["schedule"] = dict(FAST_NO_SEARCH["schedule"], valid_auc_stop=1.1)
+    # The scratch network does not learn (rate 0), so the frozen head is ahead of it when the
+    # stage completes, however fast either runs here: the trial starts (its own rate is
+    # transfer.finetune_lr). With features from several stages the head scores 1.0 on these
+    # textures, and a scratch network that got there too left no trial to test.
+    overrides["train"] = dict(FAST_NO_SEARCH["train"], lr=0.0)
     with caplog.at_level(logging.INFO, logger="skeleton"):
         learner, predictions, sources = _drive(
             path, "f", overrides, rounds=20,
@@ -326,3 +331,39 @@ def test_stage_takes_its_share_of_the_time_after_the_first_handover():
     assert route.turn(net_best=0.5) == "net"  # 30 s of 40: more than its share of 0.5
     route.count_net(30.0)
     assert route.turn(net_best=0.5) == "transfer"
+
+
+@needs_weights
+def test_a_saved_frozen_head_on_tapped_features_predicts_as_the_stage_did(tmp_path):
+    """The head sits on the pooled outputs of several stages (transfer.feature_taps): a
+    model file must rebuild that network and predict what the run's test() gave."""
+    import types
+
+    from skeleton import persist
+    from skeleton.data.profile import scan
+    from skeleton.persist import SavedNetwork
+    from skeleton.quick import QuickModel
+    from skeleton.transfer import snapshot_with_head
+    assert TCFG["feature_taps"] > 1
+    x_list, labels = _textures(90, 48, seed=3)
+    x = np.stack(x_list)[:, None]
+    y = np.eye(3, dtype=np.float32)[labels]
+    net = build_pretrained(TCFG, 3, 3, 1, "mean", (64, 64), cuda=False)
+    assert net.feature_dim == sum(net.trunk.stage_channels[-TCFG["feature_taps"]:])
+    stage = TransferStage(net, dict(TCFG, probe_records=50, batch=16), False,
+                          torch.device("cpu"))
+    assert stage.work(x, y, np.arange(20), np.arange(20, 70), x[70:], -1.0,
+                      float("inf")) == "fitted"
+    cfg = load_config("image")
+    feed = types.SimpleNamespace(classes=3, metadata=types.SimpleNamespace(),
+                                 profile=scan(list(zip(x, y)), 3, True),
+                                 shape=(1, 48, 48), cfg=cfg)
+    saved = SavedNetwork(*snapshot_with_head(stage.net, stage.head), 1.0, False, (1, 48, 48))
+    learner = types.SimpleNamespace(
+        best=types.SimpleNamespace(source="transfer", saved=saved, savable=True),
+        quick=QuickModel(cfg["quick"]).fit(x, y), feed=feed)
+    assert persist.save(learner, str(tmp_path / "head.pt"))
+    predictor = persist.load(str(tmp_path / "head.pt"))
+    assert predictor.net.taps == TCFG["feature_taps"]
+    np.testing.assert_allclose(predictor.predict_arrays(x[70:]), stage.predict_test(),
+                               atol=1e-4)

@@ -49,7 +49,7 @@ def build_network(name, in_channels, num_classes, frames=1, temporal="residual",
     fastnet: random), "none" (random), or a path to a .pth state dict of the trunk (strict,
     minus the original classifier). models_dir: where resnet18 looks for its ImageNet file
     (default: the repo's models/). classifier_options go to Classifier (imagenet_norm,
-    input_size, head_bias).
+    input_size, head_bias, taps).
     """
     if name not in NETWORKS:
         raise KeyError(f"unknown network {name!r}; registered: {sorted(NETWORKS)}")

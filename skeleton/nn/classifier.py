@@ -69,10 +69,14 @@ class Classifier(nn.Module):
     Every frame goes through the same stem and 2D trunk (as B*T images), is average-pooled to
     D features; video nets (frames > 1) with temporal="residual" mix them along time before the
     mean over time. Any T works at run time; with frames=1 several frames are simply averaged.
+    taps > 1 pools the outputs of the trunk's last `taps` stages (trunk.stage_outputs) and puts
+    them side by side: middle stages carry textures and parts that ImageNet's last stage has
+    specialised away, which frozen features of other domains need (README, "Transfer").
     """
 
     def __init__(self, name, trunk, in_channels, num_classes, frames=1, temporal="residual",
-                 weights_used="random", imagenet_norm=False, input_size=None, head_bias=False):
+                 weights_used="random", imagenet_norm=False, input_size=None, head_bias=False,
+                 taps=1):
         super().__init__()
         if temporal not in ("residual", "mean"):
             raise ValueError(f"temporal must be 'residual' or 'mean', got {temporal!r}")
@@ -84,10 +88,18 @@ class Classifier(nn.Module):
         self.weights_used = weights_used
         # How to build it again (skeleton/persist.py saves these beside the weights).
         self.options = {"imagenet_norm": bool(imagenet_norm), "head_bias": bool(head_bias),
-                        "input_size": list(input_size) if input_size else None}
+                        "input_size": list(input_size) if input_size else None,
+                        "taps": int(taps)}
         self.stem = InputStem(in_channels, imagenet=imagenet_norm, size=input_size)
         self.trunk = trunk
-        self.feature_dim = trunk.out_features
+        self.taps = int(taps)
+        if self.taps > 1:
+            if not hasattr(trunk, "stage_outputs"):
+                raise ValueError(f"{name}: taps={taps} needs a trunk that lists its stages")
+            self.taps = min(self.taps, len(trunk.stage_channels))
+            self.feature_dim = sum(trunk.stage_channels[-self.taps:])
+        else:
+            self.feature_dim = trunk.out_features
         self.temporal = (TemporalResidual(self.feature_dim)
                          if frames > 1 and temporal == "residual" else None)
         self.head = nn.Linear(self.feature_dim, num_classes, bias=head_bias)
@@ -100,8 +112,13 @@ class Classifier(nn.Module):
         if x.dim() != 5:
             raise ValueError(f"expected [B, T, C, H, W], got shape {tuple(x.shape)}")
         b, t = x.shape[:2]
-        f = self.trunk(self.stem(x.reshape(b * t, *x.shape[2:])))
-        return f.mean(dim=(2, 3)).reshape(b, t, -1)  # global average pooling
+        x = self.stem(x.reshape(b * t, *x.shape[2:]))
+        if self.taps > 1:
+            maps = self.trunk.stage_outputs(x)[-self.taps:]
+            f = torch.cat([m.mean(dim=(2, 3)) for m in maps], dim=1)
+        else:
+            f = self.trunk(x).mean(dim=(2, 3))  # global average pooling
+        return f.reshape(b, t, -1)
 
     def features(self, x):
         """[B, T, C, H, W] -> pooled features [B, D] (before the head)."""
@@ -115,4 +132,4 @@ class Classifier(nn.Module):
 
     def extra_repr(self):
         return (f"name={self.name!r}, frames={self.frames}, temporal={self.temporal_mode!r}, "
-                f"weights_used={self.weights_used!r}")
+                f"taps={self.taps}, weights_used={self.weights_used!r}")
