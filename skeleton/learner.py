@@ -146,13 +146,14 @@ class Learner:
                        self.last_test_at + sched["min_slice_s"])
         give_up = test_due + (test_due - self.last_test_at)
         while self._time_left() > self._reserve():
-            self.feed.read_more(sched["read_slice_s"])
             if self.trial is not None and time.time() >= self.trial.end:
                 self._end_trial()
             turn = self.route.turn(self.net_best) if self.route is not None else "net"
             if turn == "end":
                 self.route = None
             elif turn == "transfer":
+                if self.route.reads:
+                    self.feed.read_more(sched["read_slice_s"])
                 outcome = self._optional("transfer", self.route.step, sched["train_chunk_s"])
                 if outcome in (None, "drop"):  # None: it failed; the run goes on without it
                     self.route = None
@@ -171,9 +172,12 @@ class Learner:
                     self.trainer.end_phase()
                     return
                 self._start_phase()
+            # The next chunk runs until the test is due (at least 0.2 s); reading takes no
+            # longer than the chunk, so short chunks near a test are not starved by it.
+            chunk = min(sched["train_chunk_s"], max(0.2, test_due - self.elapsed()))
+            self.feed.read_more(min(sched["read_slice_s"], chunk))
             second = self.finetuning and self.feed.has_second
             x, y = self.feed.arrays(second)
-            chunk = min(sched["train_chunk_s"], max(0.2, test_due - self.elapsed()))
             started = time.time()
             self.trainer.train_steps(x, y, self.feed.train_indices(second), chunk)
             if self.route is not None:

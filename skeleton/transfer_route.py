@@ -49,6 +49,13 @@ class TransferRoute:
         share = self.cfg["first_share" if first else "share"]
         return "transfer" if used <= share * (used + self.spent["net"]) else "net"
 
+    @property
+    def reads(self):
+        """Whether its next slice can use newly read training records: not before its first
+        handover (the probe's examples are read, the test set is apart), so reading waits
+        and the head comes sooner (munster: a third of those slices went to reading)."""
+        return self.stage.state not in ("probe", "test")
+
     def count_net(self, seconds):
         self.spent["net"] += seconds
 
