@@ -175,7 +175,7 @@ def test_no_blend_when_the_candidate_alone_is_better_or_blending_is_off():
 def test_the_quick_models_scores_are_blended_as_probabilities():
     rng = np.random.default_rng(6)
     y = _labels(200, 3, rng)
-    best = BestModel(0.0, dict(SELECT, confidence=0.0))  # whatever validates higher
+    best = BestModel(0.0, dict(SELECT, confidence=0.0, blend_quick=True))  # whatever is higher
     best.set_labels(y)
     best.offer("quick", 10 * _model(y, 0.8, rng), lambda: np.array([[30.0, 0.0, 0.0]]))
     best.predict_pending()
@@ -205,3 +205,21 @@ def test_any_trained_model_that_validates_higher_replaces_the_quick_model():
         best.offer("quick", current, lambda: None)
         taken_count += best.offer("transfer", candidate, lambda: None)[0]
     assert lucky >= 5 and taken_count == lucky
+
+
+def test_the_quick_model_is_not_blended_unless_asked():
+    """Complementary quick model and head: their blend validates higher, yet with the shipped
+    settings the head replaces the quick model alone (select.blend_quick)."""
+    rng = np.random.default_rng(9)
+    y = _labels(300, 4, rng)
+    quick, head = _model(y, 1.0, rng), _model(y, 1.0, rng)
+    quick[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))  # good on classes 0, 1
+    head[:, 1:] = y[:, 1:] + rng.normal(0, 0.2, (300, 3))   # good on classes 1, 2, 3
+    assert not SELECT["blend_quick"]
+    for blend_quick, sources in ((False, ["transfer"]), (True, ["quick", "transfer"])):
+        best = BestModel(0.0, dict(SELECT, blend_quick=blend_quick))
+        best.set_labels(y)
+        best.offer("quick", quick, lambda: np.zeros((2, 4)))
+        best.predict_pending()
+        assert best.offer("transfer", np.clip(head, 0, 1), lambda: np.ones((2, 4)))[0]
+        assert best.sources == sources
