@@ -16,7 +16,8 @@ comes: any model that validates higher replaces it.
 
 The best model may be a blend: each candidate is also tried averaged with the best model
 (probabilities; a candidate whose source is already in the blend replaces its older self),
-and the blend is offered instead when it beats the candidate alone by the same bar.
+and the blend is offered instead when it beats the candidate alone, and the best model,
+by a stricter bar (select.blend_confidence).
 """
 import logging
 import time
@@ -191,7 +192,8 @@ class BestModel:
 
     def _confident(self, valid, best_valid, members, score, worse=False, quiet=False):
         """Whether `valid` beats (worse=True: loses to) the best model's held-out
-        predictions in at least select.confidence of the resamples where they differ."""
+        predictions in at least select.confidence of the resamples where they differ
+        (select.blend_confidence when `members` is a blend)."""
         if best_valid is None or self.weights is None:
             return not worse
         gain = (bootstrap_nauc(self.labels, valid, self.weights)
@@ -200,7 +202,7 @@ class BestModel:
         # nothing: the share counts the others.
         wins, losses = int(np.sum(gain > 0)), int(np.sum(gain < 0))
         share = (losses if worse else wins) / max(1, wins + losses)
-        if share >= self.cfg["confidence"]:
+        if share >= self.cfg["blend_confidence" if len(members) > 1 else "confidence"]:
             return True
         if not worse and not quiet:
             log.info("%s: valid NAUC %.4f > %.4f (%s) in only %.0f%% of resamples: kept it",

@@ -223,3 +223,21 @@ def test_the_quick_model_is_not_blended_unless_asked():
         best.predict_pending()
         assert best.offer("transfer", np.clip(head, 0, 1), lambda: np.ones((2, 4)))[0]
         assert best.sources == sources
+
+
+def test_a_blend_is_held_to_its_own_stricter_bar():
+    """select.blend_confidence, not select.confidence, decides a blend: the same two
+    complementary models are blended or not by that setting alone."""
+    assert SELECT["blend_confidence"] > SELECT["confidence"]
+    rng = np.random.default_rng(4)
+    y = _labels(300, 4, rng)
+    first, second = _model(y, 1.0, rng), _model(y, 1.0, rng)
+    first[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))
+    second[:, 2:] = y[:, 2:] + rng.normal(0, 0.2, (300, 2))
+    for bar, blended in ((0.0, True), (1.01, False)):
+        best = BestModel(0.0, dict(SELECT, confidence=0.0, blend_confidence=bar))
+        best.set_labels(y)
+        best.offer("net", second, lambda: np.zeros((2, 4)))
+        best.predict_pending()
+        best.offer("transfer", first, lambda: np.ones((2, 4)))
+        assert (best.source == "blend") == blended
