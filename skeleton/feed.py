@@ -78,11 +78,14 @@ class DataFeed:
 
     def _split(self, data):
         """Held-out examples: a shuffled draw for small or sorted sets, else the first ones
-        (file order is as good as random there, and keeps the held-out set fixed early)."""
+        (file order is as good as random there, and keeps the held-out set fixed early).
+        valid_ratio of the set, but at least valid_min (small sets: every choice is made on
+        these examples) and at most valid_max and a third of what is loaded."""
         shuffle = self.sorted or self.total < data["shuffle_below"]
         size = self.store.size
         order = np.random.default_rng(0).permutation(size) if shuffle else np.arange(size)
-        n_valid = min(int(data["valid_ratio"] * self.total), data["valid_max"], size // 3)
+        n_valid = min(max(int(data["valid_ratio"] * self.total), data["valid_min"]),
+                      data["valid_max"], size // 3)
         self.valid_idx = np.sort(order[:n_valid])
         self.train_idx = np.sort(order[n_valid:])
 
