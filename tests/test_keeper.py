@@ -9,9 +9,11 @@ from skeleton.config import CONFIG_DIR
 from skeleton.keeper import BestModel
 from skeleton.metrics import bootstrap_nauc, nauc
 
-# The shipped settings (confidence 0.9, 100 resamples, blending on), read from the file itself.
+# The shipped settings (confidence 0.9, 100 resamples, blending off), read from the file itself;
+# BLEND: the same with blending on, for the tests of blends.
 with open(os.path.join(CONFIG_DIR, "image.yaml")) as _f:
     SELECT = yaml.safe_load(_f)["select"]
+BLEND = dict(SELECT, blend=True)
 
 
 def _labels(n, classes, rng):
@@ -128,7 +130,7 @@ def test_a_refit_of_a_blended_model_replaces_it_inside_the_blend():
     first, second = _model(y, 1.0, rng), _model(y, 1.0, rng)
     first[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))
     second[:, 2:] = y[:, 2:] + rng.normal(0, 0.2, (300, 2))
-    best = BestModel(0.0, SELECT)
+    best = BestModel(0.0, BLEND)
     best.set_labels(y)
     best.offer("transfer", np.clip(first, 0, 1), lambda: np.full((5, 4), 0.2))
     best.predict_pending()
@@ -147,7 +149,7 @@ def test_two_complementary_models_are_blended_when_the_blend_validates_higher():
     first, second = _model(y, 1.0, rng), _model(y, 1.0, rng)
     first[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))   # good on classes 0, 1
     second[:, 2:] = y[:, 2:] + rng.normal(0, 0.2, (300, 2))  # good on classes 2, 3
-    best = BestModel(0.0, SELECT)
+    best = BestModel(0.0, BLEND)
     best.set_labels(y)
     best.offer("transfer", first, lambda: np.full((5, 4), 0.2), lambda: "head")
     best.predict_pending()
@@ -163,7 +165,7 @@ def test_no_blend_when_the_candidate_alone_is_better_or_blending_is_off():
     rng = np.random.default_rng(5)
     y = _labels(300, 3, rng)
     weak, strong = _model(y, 2.0, rng), _model(y, 0.2, rng)
-    for cfg in (SELECT, dict(SELECT, blend=False)):
+    for cfg in (BLEND, SELECT):
         best = BestModel(0.0, cfg)
         best.set_labels(y)
         best.offer("quick", weak, lambda: np.zeros((2, 3)))
@@ -175,7 +177,7 @@ def test_no_blend_when_the_candidate_alone_is_better_or_blending_is_off():
 def test_the_quick_models_scores_are_blended_as_probabilities():
     rng = np.random.default_rng(6)
     y = _labels(200, 3, rng)
-    best = BestModel(0.0, dict(SELECT, confidence=0.0, blend_quick=True))  # whatever is higher
+    best = BestModel(0.0, dict(BLEND, confidence=0.0, blend_quick=True))  # whatever is higher
     best.set_labels(y)
     best.offer("quick", 10 * _model(y, 0.8, rng), lambda: np.array([[30.0, 0.0, 0.0]]))
     best.predict_pending()
@@ -208,8 +210,8 @@ def test_any_trained_model_that_validates_higher_replaces_the_quick_model():
 
 
 def test_the_quick_model_is_not_blended_unless_asked():
-    """Complementary quick model and head: their blend validates higher, yet with the shipped
-    settings the head replaces the quick model alone (select.blend_quick)."""
+    """Complementary quick model and head: their blend validates higher, yet with blending on
+    the head replaces the quick model alone (select.blend_quick)."""
     rng = np.random.default_rng(9)
     y = _labels(300, 4, rng)
     quick, head = _model(y, 1.0, rng), _model(y, 1.0, rng)
@@ -217,7 +219,7 @@ def test_the_quick_model_is_not_blended_unless_asked():
     head[:, 1:] = y[:, 1:] + rng.normal(0, 0.2, (300, 3))   # good on classes 1, 2, 3
     assert not SELECT["blend_quick"]
     for blend_quick, sources in ((False, ["transfer"]), (True, ["quick", "transfer"])):
-        best = BestModel(0.0, dict(SELECT, blend_quick=blend_quick))
+        best = BestModel(0.0, dict(BLEND, blend_quick=blend_quick))
         best.set_labels(y)
         best.offer("quick", quick, lambda: np.zeros((2, 4)))
         best.predict_pending()
@@ -235,9 +237,26 @@ def test_a_blend_is_held_to_its_own_stricter_bar():
     first[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))
     second[:, 2:] = y[:, 2:] + rng.normal(0, 0.2, (300, 2))
     for bar, blended in ((0.0, True), (1.01, False)):
-        best = BestModel(0.0, dict(SELECT, confidence=0.0, blend_confidence=bar))
+        best = BestModel(0.0, dict(BLEND, confidence=0.0, blend_confidence=bar))
         best.set_labels(y)
         best.offer("net", second, lambda: np.zeros((2, 4)))
         best.predict_pending()
         best.offer("transfer", first, lambda: np.ones((2, 4)))
         assert (best.source == "blend") == blended
+
+
+def test_the_shipped_settings_never_blend():
+    """Blending is off by default (select.blend: on solar every blend taken lowered the test
+    NAUC): two complementary models, whose blend validates higher, stay single models."""
+    assert not SELECT["blend"]
+    rng = np.random.default_rng(4)
+    y = _labels(300, 4, rng)
+    first, second = _model(y, 1.0, rng), _model(y, 1.0, rng)
+    first[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))
+    second[:, 2:] = y[:, 2:] + rng.normal(0, 0.2, (300, 2))
+    best = BestModel(0.0, dict(SELECT, confidence=0.0))
+    best.set_labels(y)
+    for source, valid in (("net", second), ("transfer", first), ("net", second)):
+        best.offer(source, valid, lambda: np.zeros((2, 4)))
+        best.predict_pending()
+        assert best.source != "blend" and len(best.members) == 1
