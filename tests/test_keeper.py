@@ -25,6 +25,17 @@ def _model(labels, noise, rng):
     return labels + rng.normal(0, noise, labels.shape)
 
 
+def _complementary():
+    """Labels of 300 examples in 4 classes and two models, each good on half of the classes
+    (first: 0 and 1, second: 2 and 3), so that their average validates higher than either."""
+    rng = np.random.default_rng(4)
+    y = _labels(300, 4, rng)
+    first, second = _model(y, 1.0, rng), _model(y, 1.0, rng)
+    first[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))
+    second[:, 2:] = y[:, 2:] + rng.normal(0, 0.2, (300, 2))
+    return y, first, second
+
+
 def test_bootstrap_nauc_equals_nauc_on_each_resample():
     rng = np.random.default_rng(0)
     y = _labels(80, 4, rng)
@@ -125,11 +136,7 @@ def test_a_refit_replaces_itself_unless_clearly_worse():
 
 
 def test_a_refit_of_a_blended_model_replaces_it_inside_the_blend():
-    rng = np.random.default_rng(4)
-    y = _labels(300, 4, rng)
-    first, second = _model(y, 1.0, rng), _model(y, 1.0, rng)
-    first[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))
-    second[:, 2:] = y[:, 2:] + rng.normal(0, 0.2, (300, 2))
+    y, first, second = _complementary()
     best = BestModel(0.0, BLEND)
     best.set_labels(y)
     best.offer("transfer", np.clip(first, 0, 1), lambda: np.full((5, 4), 0.2))
@@ -144,11 +151,7 @@ def test_a_refit_of_a_blended_model_replaces_it_inside_the_blend():
 
 def test_two_complementary_models_are_blended_when_the_blend_validates_higher():
     """Each model sees half of the classes well: their average beats both."""
-    rng = np.random.default_rng(4)
-    y = _labels(300, 4, rng)
-    first, second = _model(y, 1.0, rng), _model(y, 1.0, rng)
-    first[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))   # good on classes 0, 1
-    second[:, 2:] = y[:, 2:] + rng.normal(0, 0.2, (300, 2))  # good on classes 2, 3
+    y, first, second = _complementary()
     best = BestModel(0.0, BLEND)
     best.set_labels(y)
     best.offer("transfer", first, lambda: np.full((5, 4), 0.2), lambda: "head")
@@ -231,11 +234,7 @@ def test_a_blend_is_held_to_its_own_stricter_bar():
     """select.blend_confidence, not select.confidence, decides a blend: the same two
     complementary models are blended or not by that setting alone."""
     assert SELECT["blend_confidence"] > SELECT["confidence"]
-    rng = np.random.default_rng(4)
-    y = _labels(300, 4, rng)
-    first, second = _model(y, 1.0, rng), _model(y, 1.0, rng)
-    first[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))
-    second[:, 2:] = y[:, 2:] + rng.normal(0, 0.2, (300, 2))
+    y, first, second = _complementary()
     for bar, blended in ((0.0, True), (1.01, False)):
         best = BestModel(0.0, dict(BLEND, confidence=0.0, blend_confidence=bar))
         best.set_labels(y)
@@ -249,11 +248,7 @@ def test_the_shipped_settings_never_blend():
     """Blending is off by default (select.blend: on solar every blend taken lowered the test
     NAUC): two complementary models, whose blend validates higher, stay single models."""
     assert not SELECT["blend"]
-    rng = np.random.default_rng(4)
-    y = _labels(300, 4, rng)
-    first, second = _model(y, 1.0, rng), _model(y, 1.0, rng)
-    first[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))
-    second[:, 2:] = y[:, 2:] + rng.normal(0, 0.2, (300, 2))
+    y, first, second = _complementary()
     best = BestModel(0.0, dict(SELECT, confidence=0.0))
     best.set_labels(y)
     for source, valid in (("net", second), ("transfer", first), ("net", second)):
