@@ -193,7 +193,8 @@ class BestModel:
     def _confident(self, valid, best_valid, members, score, worse=False, quiet=False):
         """Whether `valid` beats (worse=True: loses to) the best model's held-out
         predictions in at least select.confidence of the resamples where they differ
-        (select.blend_confidence when `members` is a blend)."""
+        (select.blend_confidence for a blend to beat it: the stricter bar is for taking a
+        blend, and must not make a worse one harder to tell)."""
         if best_valid is None or self.weights is None:
             return not worse
         gain = (bootstrap_nauc(self.labels, valid, self.weights)
@@ -202,7 +203,8 @@ class BestModel:
         # nothing: the share counts the others.
         wins, losses = int(np.sum(gain > 0)), int(np.sum(gain < 0))
         share = (losses if worse else wins) / max(1, wins + losses)
-        if share >= self.cfg["blend_confidence" if len(members) > 1 else "confidence"]:
+        stricter = len(members) > 1 and not worse
+        if share >= self.cfg["blend_confidence" if stricter else "confidence"]:
             return True
         if not worse and not quiet:
             log.info("%s: valid NAUC %.4f > %.4f (%s) in only %.0f%% of resamples: kept it",

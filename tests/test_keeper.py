@@ -255,3 +255,22 @@ def test_the_shipped_settings_never_blend():
         best.offer(source, valid, lambda: np.zeros((2, 4)))
         best.predict_pending()
         assert best.source != "blend" and len(best.members) == 1
+
+
+
+def test_a_refit_that_makes_a_blend_worse_is_refused_at_the_plain_bar():
+    """select.blend_confidence is the bar for taking a blend; whether a refit made the blend
+    worse is told at select.confidence. Here the blend with the refitted head loses in 95% of
+    the resamples: between the two bars, so the stricter one would have let it in."""
+    y, first, second = _complementary()
+    best = BestModel(0.0, BLEND)
+    best.set_labels(y)
+    best.offer("transfer", first, lambda: np.zeros((2, 4)))
+    best.predict_pending()
+    best.offer("net", second, lambda: np.zeros((2, 4)))
+    best.predict_pending()
+    assert best.source == "blend"
+    score = best.score
+    refitted = first + np.random.default_rng(7).normal(0, 0.1, y.shape)
+    taken, _ = best.offer("transfer", refitted, lambda: np.ones((2, 4)), refit=True)
+    assert not taken and best.score == score and best.sources == ["transfer", "net"]
