@@ -173,6 +173,19 @@ class BestModel:
             self._take(pick)
         return taken, score
 
+    def beats(self, valid):
+        """Whether the best model beats a candidate's held-out predictions beyond the noise:
+        it scores higher in at least select.confidence of the resamples where the two differ
+        (a candidate that merely scores lower may have drawn the harder half of a small
+        held-out set). False before any model, or without held-out data."""
+        score = self.score_of(valid)
+        if score is None or self.valid is None or score >= self.score:
+            return False
+        beaten = self._confident(valid, self.valid, [], score, worse=True)
+        log.info("%s (valid NAUC %.4f) beats %.4f %s the held-out noise", self.source,
+                 self.score, score, "beyond" if beaten else "only within")
+        return beaten
+
     def _with(self, candidate):
         """The best model's members with the candidate: in place of its older self, or
         added with weight blend_weight (the others scaled down)."""

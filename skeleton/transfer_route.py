@@ -3,9 +3,9 @@
 It shares the training time with the network trained from scratch: alone until its first
 handover (probe, then the test set's features: a probe that wins is about to be the best
 model), then `transfer.share` of the time; it ends once the scratch network's held-out error
-is clearly below the head's (drop_error_ratio), when its probe does not beat the best model,
-or when every usable example is under the head ("complete": the learner then decides whether
-to fine-tune). The features and the head themselves are skeleton/transfer.py's.
+is clearly below the head's (drop_error_ratio), when the best model beats its probe beyond
+the held-out noise, or when every usable example is under the head ("complete": the learner
+then decides whether to fine-tune). The features and the head themselves are skeleton/transfer.py's.
 """
 import logging
 import time
@@ -75,9 +75,9 @@ class TransferRoute:
         x, y = feed.arrays(second)
         event = stage.work(x, y, feed.valid_idx, feed.train_indices(second),
                            feed.test_view(second),
-                           self.best.score, time.time() + seconds)
+                           self.best.beats, time.time() + seconds)
         if event == "drop":
-            log.info("transfer: dropped (the frozen head does not beat %s)", self.best.source)
+            log.info("transfer: dropped (%s beats the frozen head)", self.best.source)
             return "drop"
         if event == "fitted":
             valid = (stage.head.predict(stage.features.matrix(feed.valid_idx))

@@ -274,3 +274,32 @@ def test_a_refit_that_makes_a_blend_worse_is_refused_at_the_plain_bar():
     refitted = first + np.random.default_rng(7).normal(0, 0.1, y.shape)
     taken, _ = best.offer("transfer", refitted, lambda: np.ones((2, 4)), refit=True)
     assert not taken and best.score == score and best.sources == ["transfer", "net"]
+
+
+def test_the_best_beats_a_candidate_only_when_it_is_clearly_worse():
+    """What ends the transfer stage's probe: equal models on a 100-example held-out set, where
+    the candidate scores lower by chance, are seldom "beaten"; a clearly worse one always is."""
+    rng = np.random.default_rng(5)
+    unlucky, beaten_by_chance, beaten_clearly = 0, 0, 0
+    for trial in range(40):
+        y = _labels(100, 3, rng)
+        best = BestModel(0.0, SELECT)
+        best.set_labels(y)
+        assert not best.beats(_model(y, 1.5, rng))  # no model yet: nothing beats it
+        best.offer("quick", _model(y, 1.5, rng), lambda: None)
+        equal = _model(y, 1.5, rng)
+        if nauc(y, equal) < best.score:
+            unlucky += 1
+            beaten_by_chance += best.beats(equal)
+        beaten_clearly += best.beats(_model(y, 8.0, rng))
+        assert not best.beats(best.valid)  # not lower: not beaten
+    assert unlucky >= 10  # chance made the candidate lose often: the old rule dropped it then
+    assert beaten_by_chance <= 0.3 * unlucky, (beaten_by_chance, unlucky)
+    assert beaten_clearly >= 36, beaten_clearly
+
+
+def test_without_held_out_data_nothing_is_beaten():
+    best = BestModel(0.0, SELECT)
+    best.set_labels(np.zeros((0, 3)))
+    best.offer("quick", None, lambda: None)
+    assert not best.beats(None) and not best.beats(np.zeros((0, 3)))

