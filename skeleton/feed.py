@@ -77,17 +77,27 @@ class DataFeed:
         return second, tcfg["max_train_records"] + self.cfg["data"]["valid_max"]
 
     def _split(self, data):
-        """Held-out examples: a shuffled draw for small or sorted sets, else the first ones
-        (file order is as good as random there, and keeps the held-out set fixed early).
-        valid_ratio of the set, but at least valid_min (small sets: every choice is made on
-        these examples) and at most valid_max and a third of what is loaded."""
+        """Held-out examples: valid_ratio of the set, but at least valid_min (small sets: every
+        choice is made on these examples) and at most valid_max and a third of what is loaded.
+        The first ones on large sets (file order is as good as random there); on small or
+        sorted sets a draw that does not hang on how many records the first, time-sliced read
+        got: the examples with the smallest of fixed random keys among the first 3 x the
+        held-out size (all of a sorted set, which is read whole). A draw over all that was
+        loaded gave two runs on the same data different held-out sets (solar, 1000 images:
+        the frozen head lost its probe on one of them)."""
         shuffle = self.sorted or self.total < data["shuffle_below"]
         size = self.store.size
-        order = np.random.default_rng(0).permutation(size) if shuffle else np.arange(size)
-        n_valid = min(max(int(data["valid_ratio"] * self.total), data["valid_min"]),
-                      data["valid_max"], size // 3)
-        self.valid_idx = np.sort(order[:n_valid])
-        self.train_idx = np.sort(order[n_valid:])
+        wanted = min(max(int(data["valid_ratio"] * self.total), data["valid_min"]),
+                     data["valid_max"])
+        n_valid = min(wanted, size // 3)
+        if shuffle:
+            pool = size if self.sorted else min(size, 3 * wanted)
+            keys = np.random.default_rng(0).random(pool)
+            held_out = np.argsort(keys, kind="stable")[:n_valid]
+        else:
+            held_out = np.arange(n_valid)
+        self.valid_idx = np.sort(held_out)
+        self.train_idx = np.setdiff1d(np.arange(size), self.valid_idx)
 
     # -- reading on ------------------------------------------------------------------------
     def read_more(self, seconds):
