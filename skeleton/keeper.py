@@ -179,7 +179,7 @@ class BestModel:
         (a candidate that merely scores lower may have drawn the harder half of a small
         held-out set). False before any model, or without held-out data."""
         score = self.score_of(valid)
-        if score is None or self.valid is None or score >= self.score:
+        if score is None or score >= self.score:  # before any model, self.score is -inf
             return False
         beaten = self._confident(valid, self.valid, [], score, worse=True)
         log.info("%s (valid NAUC %.4f) beats %.4f %s the held-out noise", self.source,

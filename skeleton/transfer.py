@@ -224,6 +224,8 @@ class TransferStage:
                                cfg["l2_tolerance"], cfg["lbfgs_loss_tol"])
         self.state = "probe"
         self.score = None          # held-out NAUC of the current head
+        self.valid = None          # its held-out predictions, from the last fit without the
+                                   # held-out examples (None without any)
         self.fitted_on = 0         # training examples under the current head
         self.test_rows = []        # test features, in order, filled in batches
         self.test_features = None
@@ -231,9 +233,10 @@ class TransferStage:
     def work(self, x, y, valid_idx, train_idx, x_test, beaten, deadline):
         """Do the next piece of work until the deadline. `beaten(valid)` tells whether the
         best model so far beats the held-out predictions `valid` beyond the noise. Returns
-        "drop" (the probe lost: end the stage), "fitted" (a new head with test predictions; offer it), "complete" (every
-        usable training example is under the head), "refitted" (the same head refitted on the
-        held-out examples too: as good as its score says, or better) or None (more work)."""
+        "drop" (the probe lost: end the stage), "fitted" (a new head with test predictions;
+        offer it), "complete" (every usable training example is under the head), "refitted"
+        (the same head refitted on the held-out examples too: as good as its score says, or
+        better) or None (more work)."""
         if self.state == "probe":
             probe = train_idx[:self.cfg["probe_records"]]
             if not (self.features.fill(x, valid_idx, deadline)
@@ -247,7 +250,7 @@ class TransferStage:
             # The stage ends only on a clear loss: on a small held-out set a head that scores
             # lower by chance would be dropped for good (solar, 1000 images: on one split of
             # 100 the head lost its probe, ALC 0.41 against 0.60 on the other).
-            if self.score is None or beaten(self.head.predict(self.features.matrix(valid_idx))):
+            if self.score is None or beaten(self.valid):
                 return "drop"
             self.state = "test"
         if self.state == "test":
@@ -289,6 +292,7 @@ class TransferStage:
         valid = self.features.matrix(valid_idx) if len(valid_idx) else None
         self.score = self.head.fit(self.features.matrix(train_idx), y[train_idx], valid,
                                    y[valid_idx], grid=grid)
+        self.valid = self.head.predict(valid) if valid is not None else None
         self.fitted_on = len(train_idx)
 
     def predict_test(self):

@@ -5,7 +5,8 @@ handover (probe, then the test set's features: a probe that wins is about to be 
 model), then `transfer.share` of the time; it ends once the scratch network's held-out error
 is clearly below the head's (drop_error_ratio), when the best model beats its probe beyond
 the held-out noise, or when every usable example is under the head ("complete": the learner
-then decides whether to fine-tune). The features and the head themselves are skeleton/transfer.py's.
+then decides whether to fine-tune). The features and the head themselves are
+skeleton/transfer.py's.
 """
 import logging
 import time
@@ -80,12 +81,10 @@ class TransferRoute:
             log.info("transfer: dropped (%s beats the frozen head)", self.best.source)
             return "drop"
         if event == "fitted":
-            valid = (stage.head.predict(stage.features.matrix(feed.valid_idx))
-                     if len(feed.valid_idx) else None)
             # After its first handover the head is refitted on more examples: expected to be
             # better, it replaces itself unless the held-out data says it got worse.
-            taken, _ = self.best.offer("transfer", valid, stage.predict_test, self._snapshot,
-                                       refit=self.handed_over)
+            taken, _ = self.best.offer("transfer", stage.valid, stage.predict_test,
+                                       self._snapshot, refit=self.handed_over)
             self.handed_over = True
             return "offered" if taken else "working"
         if event == "refitted":

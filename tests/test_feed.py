@@ -10,6 +10,16 @@ from skeleton.feed import DataFeed
 DATA = load_config("image")["data"]
 
 
+def _split(total, loaded, is_sorted=False):
+    """A feed of `total` records, `loaded` of them read, split as at the first train()."""
+    metadata = types.SimpleNamespace(get_output_size=lambda: 3, size=lambda: total)
+    feed = DataFeed(metadata)
+    feed.store = types.SimpleNamespace(size=loaded)
+    feed.sorted = is_sorted
+    feed._split(DATA)
+    return feed
+
+
 @pytest.mark.parametrize("total, loaded, expected", [
     (100, 100, 33),       # a third of what is loaded at most
     (300, 300, 100),      # 10% would be 30: at least valid_min
@@ -17,23 +27,10 @@ DATA = load_config("image")["data"]
     (60000, 6000, 512),   # at most valid_max
 ])
 def test_held_out_size_on_small_and_large_sets(total, loaded, expected):
-    metadata = types.SimpleNamespace(get_output_size=lambda: 3, size=lambda: total)
-    feed = DataFeed(metadata)
-    feed.store = types.SimpleNamespace(size=loaded)
-    feed.sorted = False
-    feed._split(DATA)
+    feed = _split(total, loaded)
     assert len(feed.valid_idx) == expected
     both = np.concatenate([feed.valid_idx, feed.train_idx])
     assert sorted(both) == list(range(loaded))  # disjoint, and every loaded example is used
-
-
-def _split(total, loaded, is_sorted=False):
-    metadata = types.SimpleNamespace(get_output_size=lambda: 3, size=lambda: total)
-    feed = DataFeed(metadata)
-    feed.store = types.SimpleNamespace(size=loaded)
-    feed.sorted = is_sorted
-    feed._split(DATA)
-    return feed
 
 
 def test_the_held_out_draw_does_not_hang_on_how_much_the_first_read_got():

@@ -257,7 +257,6 @@ def test_the_shipped_settings_never_blend():
         assert best.source != "blend" and len(best.members) == 1
 
 
-
 def test_a_refit_that_makes_a_blend_worse_is_refused_at_the_plain_bar():
     """select.blend_confidence is the bar for taking a blend; whether a refit made the blend
     worse is told at select.confidence. Here the blend with the refitted head loses in 95% of

@@ -314,6 +314,10 @@ def test_stage_with_an_empty_test_set_predicts_an_empty_array():
     assert stage.work(x, y, np.arange(10), np.arange(10, 40), x[:0], _unbeaten,
                       float("inf")) == "fitted"
     assert stage.predict_test().shape == (0, 3)
+    # What the route offers and the probe is judged by: the head's held-out predictions.
+    np.testing.assert_allclose(stage.valid, stage.head.predict(stage.features.matrix(
+        np.arange(10))), rtol=1e-6)
+    assert skeleton_nauc(y[:10], stage.valid) == pytest.approx(stage.score)
 
 
 def test_stage_ends_only_when_the_scratch_network_is_clearly_better():
