@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .metrics import nauc
 from .nn import build_network
+from .nn.fold import folded
 from .optim import lbfgs
 
 log = logging.getLogger("skeleton")
@@ -147,8 +148,10 @@ class FrozenFeatures:
 
     def __init__(self, net, device, batch, max_frames=None):
         self.max_frames = max_frames  # video: at most this many frames, evenly spaced
-        # channels_last: 3-10x faster for these trunks on CPU (skeleton/nn speed table).
-        self.net = net.to(device).to(memory_format=torch.channels_last).eval()
+        # A copy with BatchNorm folded into the convolutions (0.66 against 0.82 ms an image,
+        # MobileNetV2 at 64 px; fine-tuning later trains `net`, not this copy); channels_last:
+        # 3-10x faster for these trunks on CPU (skeleton/nn speed table).
+        self.net = folded(net).to(device).to(memory_format=torch.channels_last)
         self.device = device
         self.batch = batch
         self.rows = {}  # store index -> feature vector

@@ -272,3 +272,29 @@ def test_our_trunks_are_torchvisions_layouts(name):
         *list(theirs.children())[:-2])
     with torch.no_grad():
         torch.testing.assert_close(trunk(x), body(x))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])
+def test_folded_trunks_give_the_same_features_without_batchnorm(name):
+    from skeleton.nn.fold import folded
+    net = build_network(name, 1, 3, weights="none", taps=6)
+    with torch.no_grad():  # statistics that are not the identity, so folding has work to do
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fast = folded(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.trunk.modules())
+    count = lambda n: sum(isinstance(m, torch.nn.Conv2d) for m in n.modules())  # noqa: E731
+    assert count(fast) == count(net)
+    # The original is untouched (fine-tuning trains it later), mode included.
+    assert net.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    x = torch.rand(2, 1, 1, 40, 40)
+    with torch.no_grad():
+        expected = net.eval().frame_features(x)
+        torch.testing.assert_close(fast.frame_features(x), expected, atol=1e-4, rtol=1e-4)
