@@ -2,7 +2,8 @@
 
 Train = forward + backward + SGD step; inference under torch.inference_mode. Each cell runs
 for about `seconds` after a warm-up and reports its best quarter, so the whole table stays
-short and less noisy on a shared 2-core box.
+short and less noisy on a shared 2-core box. --frozen N: the transfer stage's frozen
+features over N images, BatchNorm folded (as they run) against not folded.
 """
 import argparse
 import os
@@ -90,6 +91,34 @@ def mnist_check(name="fastnet", seconds=20.0, batch=64, lr=0.05, steps=None):
     return done, elapsed, correct / len(xte)
 
 
+def frozen_features_check(images=2048, side=64, batch=64, passes=3):
+    """ms an image of the transfer stage's frozen features (MobileNetV2, its configured taps)
+    with BatchNorm folded into the convolutions (what runs) and without, interleaved passes
+    over random grey 28-px images enlarged to `side`; and the largest feature difference."""
+    import numpy as np
+
+    from skeleton.config import load_config
+    from skeleton.transfer import FrozenFeatures, build_pretrained
+
+    cfg = load_config("image")["transfer"]
+    net = build_pretrained(cfg, 1, 10, 1, "mean", (side, side), cuda=False)
+    if net is None:
+        raise SystemExit("no pretrained MobileNetV2 here (requirements-weights.txt)")
+    folded = FrozenFeatures(net, torch.device("cpu"), batch)
+    plain = FrozenFeatures(net, torch.device("cpu"), batch)
+    plain.net = net.eval().to(memory_format=torch.channels_last)
+    x = np.random.default_rng(0).integers(0, 256, (images, 1, 28, 28, 1), dtype=np.uint8)
+    difference = float(np.abs(folded.compute(x[:batch]) - plain.compute(x[:batch])).max())
+    times = {"folded": [], "batchnorm": []}
+    for _ in range(passes):
+        for name, features in (("folded", folded), ("batchnorm", plain)):
+            started = time.perf_counter()
+            for start in range(0, images, batch):
+                features.compute(x[start:start + batch])
+            times[name].append(1000 * (time.perf_counter() - started) / images)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}, difference
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--networks", default="fastnet,resnet18,mobilenet_v2")
@@ -101,8 +130,17 @@ def main(argv=None):
                         help="instead: train on MNIST for this many seconds")
     parser.add_argument("--mnist-steps", type=int, default=None,
                         help="with --mnist: a fixed number of steps instead of the time")
+    parser.add_argument("--frozen", type=int, default=0, metavar="IMAGES",
+                        help="instead: frozen-feature speed, BatchNorm folded or not, over "
+                             "this many images")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.frozen:
+        medians, difference = frozen_features_check(args.frozen)
+        print(f"frozen features, ms an image (median of 3 passes): folded "
+              f"{medians['folded']:.3f}, with BatchNorm {medians['batchnorm']:.3f}; largest "
+              f"difference {difference:.1e}")
+        return
     if args.mnist:
         for name in args.networks.split(","):
             steps, elapsed, acc = mnist_check(name, args.mnist, steps=args.mnist_steps)

@@ -148,7 +148,7 @@ class FrozenFeatures:
 
     def __init__(self, net, device, batch, max_frames=None):
         self.max_frames = max_frames  # video: at most this many frames, evenly spaced
-        # A copy with BatchNorm folded into the convolutions (0.66 against 0.82 ms an image,
+        # A copy with BatchNorm folded into the convolutions (0.7 against 1.1-1.3 ms an image,
         # MobileNetV2 at 64 px; fine-tuning later trains `net`, not this copy); channels_last:
         # 3-10x faster for these trunks on CPU (skeleton/nn speed table).
         self.net = folded(net).to(device).to(memory_format=torch.channels_last)

