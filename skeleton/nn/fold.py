@@ -20,8 +20,8 @@ def folded(net):
     Sequential, or a module's `convK` followed by its `bnK` (torchvision's ResNet names)."""
     net = copy.deepcopy(net).eval()
     for module in list(net.modules()):
-        names = [name for name, _ in module.named_children()]
-        children = dict(module.named_children())
+        children = dict(module.named_children())  # in order
+        names = list(children)
         pairs = []
         if isinstance(module, nn.Sequential):
             pairs += list(zip(names, names[1:]))
