@@ -4,7 +4,8 @@ open(): scan the first records (profile, kind, config, input size), start the in
 store (with a second, larger view for a pretrained trunk when the images are larger than
 the network's input), read what the quick model needs and split off the held-out examples.
 read_more() goes on reading in slices while training runs; read_test() reads the test set
-once, in each stored view.
+once, in each stored view; reread() reads a split again at another size, for the transfer
+stage's larger features.
 """
 import itertools
 import logging
@@ -13,7 +14,7 @@ import os
 import numpy as np
 
 from .config import load_config
-from .data.decode import iter_examples
+from .data.decode import iter_examples, iter_records
 from .data.profile import input_size, scan, transfer_size
 from .data.store import ExampleStore, FrameAdapter
 
@@ -150,6 +151,14 @@ class DataFeed:
 
     def test_view(self, second=False):
         return self.test_x2 if second and self.test_x2 is not None else self.test_x
+
+    def reread(self, test, shape):
+        """The training (or test) records once more, in the stored order, as uint8 frames at
+        `shape` (frames, height, width), one at a time: features at a larger side than the
+        stored views need, without keeping those images (the fast reader only)."""
+        metadata = _TestMetadata(self.metadata) if test else self.metadata
+        adapter = FrameAdapter(self.profile, *shape)
+        return (adapter(x) for x, _ in iter_records(metadata))
 
 
 class _TestMetadata:

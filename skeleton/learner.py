@@ -154,7 +154,8 @@ class Learner:
             elif turn == "transfer":
                 if self.route.reads:
                     self.feed.read_more(sched["read_slice_s"])
-                outcome = self._optional("transfer", self.route.step, sched["train_chunk_s"])
+                outcome = self._optional("transfer", self.route.step, sched["train_chunk_s"],
+                                         self._time_left() - self._reserve())
                 if outcome in (None, "drop"):  # None: it failed; the run goes on without it
                     self.route = None
                 elif outcome == "complete":

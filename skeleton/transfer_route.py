@@ -60,17 +60,17 @@ class TransferRoute:
     def count_net(self, seconds):
         self.spent["net"] += seconds
 
-    def step(self, seconds):
+    def step(self, seconds, time_left):
         """One slice of the stage. Returns "offered" (a better prediction is waiting: hand it
         over now), "drop" (the stage is over, nothing to do), "complete" (every usable
         example is under the head) or "working"."""
         started = time.time()
         try:
-            return self._step(seconds)
+            return self._step(seconds, time_left)
         finally:
             self.spent["transfer"] += time.time() - started
 
-    def _step(self, seconds):
+    def _step(self, seconds, time_left):
         stage, feed = self.stage, self.feed
         second = feed.has_second
         x, y = feed.arrays(second)
@@ -92,17 +92,86 @@ class TransferRoute:
                 return "working"  # the head is not in use
             log.info("transfer: frozen head refitted on the held-out examples too")
             return "offered"
+        if event == "rescanned":
+            return self._judge_rescan()
+        if event == "complete" and self._start_rescan(time_left):
+            return "working"
         return "complete" if event == "complete" else "working"
 
-    def _snapshot(self):
+    def rescan_size(self, time_left):
+        """The larger side to read the images at once more, or None: images larger than the
+        trunk's first input, a head that is the best model, and an estimated cost (the
+        features' measured speed, scaled by the area, at the stage's share of the time) within
+        `rescan_time_fraction` of the time left. The largest side that fits, up to
+        `rescan_side_cpu` / `_cuda`, and at least `rescan_min_ratio` x the first one."""
+        from .data.profile import transfer_size
+        stage, feed, cfg = self.stage, self.feed, self.cfg
+        per_example = stage.features.seconds_per_example()
+        if (stage.rescanned or feed.profile.is_video or per_example is None
+                or "transfer" not in self.best.sources or stage.fitted_idx is None):
+            return None
+        cuda = stage.device.type == "cuda"
+        first = max(feed.transfer_shape)
+        count = len(stage.fitted_idx) + len(feed.valid_idx) + len(feed.test_x)
+        side = cfg["rescan_side_cuda" if cuda else "rescan_side_cpu"]
+        while side >= cfg["rescan_min_ratio"] * first:
+            size = transfer_size(feed.profile.height, feed.profile.width,
+                                 dict(cfg, max_side_cpu=side, max_side_cuda=side), cuda)
+            area = size[0] * size[1] / (feed.transfer_shape[0] * feed.transfer_shape[1])
+            seconds = per_example * area * count / cfg["share"]
+            if (max(size) >= cfg["rescan_min_ratio"] * first
+                    and seconds <= cfg["rescan_time_fraction"] * time_left):
+                log.info("transfer: rescan at %s px, about %.0f s of %.0f s left",
+                         "x".join(map(str, size)), seconds, time_left)
+                return size
+            side -= cfg["side_multiple"]
+        return None
+
+    def _start_rescan(self, time_left):
+        size = self.rescan_size(time_left)
+        if size is None:
+            return False
+        feed = self.feed
+        self.stage.start_rescan(size, feed.reread(False, (1, *size)),
+                                feed.reread(True, (1, *size)), len(feed.test_x),
+                                feed.valid_idx)
+        return True
+
+    def _judge_rescan(self):
+        """The head on the larger features replaces the current one as its refit would:
+        unless the held-out data says it is worse beyond the noise."""
+        stage = self.stage
+        candidate = stage.candidate
+        taken, score = self.best.offer("transfer", candidate.valid, candidate.predict_test,
+                                       lambda: self._snapshot(candidate.head, candidate.size),
+                                       refit=True)
+        log.info("transfer: head on %s-px features valid NAUC %s (before %s): %s",
+                 "x".join(map(str, candidate.size)), _fmt(score), _fmt(stage.score),
+                 "taken" if taken else "not taken")
+        if not taken:
+            stage.candidate = None
+            return "working"
+        stage.adopt_rescan()
+        return "offered"
+
+    def _snapshot(self, head=None, size=None):
         """What saving the head needs: the trunk as it is now (fine-tuning may change it
         later) with the head on raw features, read in the view its features came from.
         None for video: its features are not the network's, so it cannot be saved."""
         from .persist import SavedNetwork
-        from .transfer import snapshot_with_head
-        feed = self.feed
+        from .transfer import snapshot_with_head, with_input_size
+        feed, stage = self.feed, self.stage
         if feed.profile.is_video:
             return None
-        net, weights = snapshot_with_head(self.stage.net, self.stage.head)
-        view = (1, *feed.store.x2.shape[2:4]) if feed.has_second else feed.shape
+        head, size = head or stage.head, size or stage.size
+        net = stage.net if size is None else with_input_size(stage.net, size)
+        net, weights = snapshot_with_head(net, head)
+        if size is not None:
+            view = (1, *size)
+        else:
+            view = (1, *feed.store.x2.shape[2:4]) if feed.has_second else feed.shape
         return SavedNetwork(net, weights, 1.0, False, view)
+
+
+def _fmt(score):
+    return "none" if score is None else f"{score:.4f}"

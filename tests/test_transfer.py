@@ -379,3 +379,111 @@ def test_a_saved_frozen_head_on_tapped_features_predicts_as_the_stage_did(tmp_pa
     assert predictor.net.taps == TCFG["feature_taps"]
     np.testing.assert_allclose(predictor.predict_arrays(x[70:]), stage.predict_test(),
                                atol=1e-4)
+
+
+# -- the rescan at a larger side -----------------------------------------------------------
+def _completed_stage(x_small, y, valid, train, test_small):
+    net = build_pretrained(TCFG, 3, 3, 1, "mean", x_small.shape[2:4], cuda=False)
+    stage = TransferStage(net, dict(TCFG, probe_records=40, batch=16), False,
+                          torch.device("cpu"))
+    for _ in range(20):
+        if stage.work(x_small, y, valid, train, test_small, _unbeaten,
+                      float("inf")) == "complete":
+            return stage
+    raise AssertionError(f"the stage did not complete ({stage.state})")
+
+
+@needs_weights
+def test_a_rescan_featurises_the_same_records_at_the_larger_side_then_refits():
+    from PIL import Image
+    x_list, labels = _textures(100, 96, seed=6)
+    big = np.stack(x_list)[:, None]
+    small = np.stack([np.asarray(Image.fromarray(i).resize((48, 48), Image.BILINEAR))
+                      for i in x_list])[:, None]
+    y = np.eye(3, dtype=np.float32)[labels]
+    valid, train = np.arange(0, 80, 4), np.setdiff1d(np.arange(80), np.arange(0, 80, 4))
+    stage = _completed_stage(small, y, valid, train, small[80:])
+    first_score = stage.score
+    stage.start_rescan((96, 96), iter(big[:80]), iter(big[80:]), 20, valid)
+    assert stage.work(small, y, valid, train, small[80:], _unbeaten, 0.0) is None  # its deadline
+    assert stage.state == "rescan"
+    assert stage.work(small, y, valid, train, small[80:], _unbeaten,
+                      float("inf")) == "rescanned"
+    candidate = stage.candidate
+    assert set(candidate.features.rows) == set(range(80))
+    # Row i is record i's features at 96 px (the stem no longer resizes it to 48).
+    reference = FrozenFeatures(stage.net, torch.device("cpu"), 16, size=(96, 96))
+    np.testing.assert_allclose(candidate.features.rows[37], reference.compute(big[37:38])[0],
+                               atol=1e-4)
+    np.testing.assert_allclose(candidate.test_features, reference.compute(big[80:]), atol=1e-4)
+    assert not np.allclose(candidate.features.rows[37], stage.features.rows[37], atol=1e-2)
+    assert candidate.score > 0.5 and candidate.size == (96, 96)
+    assert stage.head is not candidate.head and stage.score == first_score  # not judged yet
+    stage.adopt_rescan()
+    assert stage.work(small, y, valid, train, small[80:], _unbeaten,
+                      float("inf")) == "refitted"
+    assert stage.state == "complete" and stage.size == (96, 96)
+    assert stage.predict_test().shape == (20, 3)
+
+
+@needs_weights
+def test_a_rescan_that_reads_fewer_records_than_it_needs_fails_in_one_line():
+    x_list, labels = _textures(40, 48, seed=7)
+    x = np.stack(x_list)[:, None]
+    y = np.eye(3, dtype=np.float32)[labels]
+    stage = _completed_stage(x, y, np.arange(10), np.arange(10, 30), x[30:])
+    stage.start_rescan((80, 80), iter(x[:20]), iter(x[30:]), 10, np.arange(10))
+    with pytest.raises(ValueError, match="gave 20 of the 30 training examples"):
+        stage.work(x, y, np.arange(10), np.arange(10, 30), x[30:], _unbeaten, float("inf"))
+
+
+def test_the_rescan_side_is_the_largest_that_fits_and_only_for_the_best_head():
+    import types
+
+    from skeleton.transfer_route import TransferRoute
+    cfg = dict(TCFG, rescan_side_cpu=288, rescan_min_ratio=1.5, rescan_time_fraction=0.5,
+               share=0.5, side_multiple=16, max_side_cpu=128)
+    features = types.SimpleNamespace(seconds_per_example=lambda: 0.005)
+    stage = types.SimpleNamespace(features=features, rescanned=False,
+                                  device=torch.device("cpu"), fitted_idx=np.arange(1800))
+    feed = types.SimpleNamespace(profile=types.SimpleNamespace(is_video=False, height=300,
+                                                               width=300),
+                                 transfer_shape=(128, 128), valid_idx=np.arange(200),
+                                 test_x=np.zeros((500, 1)))
+    best = types.SimpleNamespace(sources=["transfer"])
+    route = TransferRoute(stage, cfg, feed, best)
+    # 2500 examples at 5 ms x (side/128)^2, at half the time: 288 px 126 s, 256 px 100 s.
+    assert route.rescan_size(time_left=260.0) == (288, 288)
+    assert route.rescan_size(time_left=210.0) == (256, 256)
+    assert route.rescan_size(time_left=120.0) == (192, 192)
+    assert route.rescan_size(time_left=100.0) is None  # 192 px (1.5 x 128) needs 56 s of 50
+    best.sources = ["net"]
+    assert route.rescan_size(time_left=1e4) is None  # the head is not the best model
+    best.sources = ["transfer"]
+    stage.rescanned = True
+    assert route.rescan_size(time_left=1e4) is None  # once
+    stage.rescanned = False
+    feed.profile.height = feed.profile.width = 160
+    assert route.rescan_size(time_left=1e4) is None  # 160 px < 1.5 x 128
+
+
+@needs_weights
+def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path, caplog):
+    train, test = _textures(160, 96, seed=8), _textures(40, 96, seed=9)
+    path = write_dataset(tmp_path / "r", "r", train, test, output_dim=3, image_format="png")
+    overrides = dict(FAST_NO_SEARCH, transfer={
+        "probe_records": 64, "share": 0.9, "max_side_cpu": 48, "rescan_side_cpu": 96,
+        "rescan_time_fraction": 1.0, "drop_error_ratio": 0.0},
+        schedule=dict(FAST_NO_SEARCH.get("schedule", {}), valid_auc_stop=2.0))  # no early end
+    with caplog.at_level(logging.INFO, logger="skeleton"):
+        learner, predictions, _ = _drive(
+            path, "r", overrides, rounds=30, budget=120.0,
+            stop=lambda learner: "px features valid NAUC" in caplog.text)
+    assert "transfer: rescan at 96x96 px" in caplog.text, caplog.text
+    assert "head on 96x96-px features" in caplog.text and ": taken" in caplog.text
+    assert learner.best.source == "transfer"
+    from skeleton import persist
+    assert persist.save(learner, str(tmp_path / "model.pt"))
+    predictor = persist.load(str(tmp_path / "model.pt"))
+    big_test = np.stack(test[0])[:, None]  # the records' own 96 px: the saved head's view
+    np.testing.assert_allclose(predictor.predict_arrays(big_test), predictions[-1], atol=2e-3)

@@ -42,6 +42,15 @@ class RecordDecoder:
         return np.stack(raw).reshape(len(raw), self.rows, self.cols, self.channels)
 
 
+def iter_records(metadata, decoder=None):
+    """(frames, labels) of the split folder's records, in the harness's order, from the fast
+    path alone (a second read of the same records, skeleton/transfer.py, needs no tf.data)."""
+    decoder = decoder or RecordDecoder(metadata)
+    for payload in wire.iter_payloads(metadata.get_dataset_name()):
+        indices, raw = wire.parse_record(payload)
+        yield decoder.frames(raw), decoder.labels(indices)
+
+
 def iter_examples(dataset, metadata):
     """Yield (frames, labels); frames uint8 (compressed, 0..255) or float32 (dense, as stored).
 
@@ -50,9 +59,7 @@ def iter_examples(dataset, metadata):
     decoder = RecordDecoder(metadata)
     done = 0
     try:
-        for payload in wire.iter_payloads(metadata.get_dataset_name()):
-            indices, raw = wire.parse_record(payload)
-            example = decoder.frames(raw), decoder.labels(indices)
+        for example in iter_records(metadata, decoder):
             done += 1
             yield example
         return
