@@ -407,7 +407,6 @@ class TransferStage:
         features = FrozenFeatures(self.net, self.device, self.cfg["batch"], size=size)
         wanted = np.concatenate([np.asarray(self.fitted_idx), np.asarray(valid_idx)])
         self.rescan = Rescan(features, train_frames, wanted, test_frames, test_count)
-        self.rescan_size = tuple(size)
         self.state = "rescan"
 
     def _rescan_head(self, y, valid_idx):
@@ -420,7 +419,7 @@ class TransferStage:
         score = head.fit(features.matrix(train), y[train], valid, y[valid_idx])
         test = self.rescan.test_features(len(head.mean))
         return RescanHead(head, score, head.predict(valid) if valid is not None else None,
-                          features, test, self.rescan_size)
+                          features, test, tuple(features.net.stem.size))
 
     def adopt_rescan(self):
         """The rescan's head was taken: it is the head from now on (refitted next on the

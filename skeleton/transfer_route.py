@@ -140,6 +140,7 @@ class TransferRoute:
     def _judge_rescan(self):
         """The head on the larger features replaces the current one as its refit would:
         unless the held-out data says it is worse beyond the noise."""
+        from .transfer import _fmt
         stage = self.stage
         candidate = stage.candidate
         taken, score = self.best.offer("transfer", candidate.valid, candidate.predict_test,
@@ -172,6 +173,3 @@ class TransferRoute:
             view = (1, *feed.store.x2.shape[2:4]) if feed.has_second else feed.shape
         return SavedNetwork(net, weights, 1.0, False, view)
 
-
-def _fmt(score):
-    return "none" if score is None else f"{score:.4f}"
