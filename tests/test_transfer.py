@@ -466,3 +466,30 @@ def test_the_rescan_side_is_the_largest_that_fits_and_only_for_the_best_head():
     feed.profile.height = feed.profile.width = 160
     assert route.rescan_size(time_left=1e4) is None  # 160 px < 1.5 x 128
 
+
+@needs_weights
+def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path, caplog):
+    train, test = _textures(160, 96, seed=8), _textures(40, 96, seed=9)
+    path = write_dataset(tmp_path / "r", "r", train, test, output_dim=3, image_format="png")
+    overrides = dict(FAST_NO_SEARCH, transfer={
+        "probe_records": 64, "share": 0.9, "max_side_cpu": 48, "rescan_side_cpu": 96,
+        "rescan_time_fraction": 1.0, "drop_error_ratio": 0.0})
+    # A rescan starts only while the head is the best model and the stage runs: a scratch
+    # network that learns reaches valid NAUC 1.0 on these stripes too and ends the stage
+    # (its error, 0, is within drop_error_ratio of the head's, 0): in a full-suite run it did
+    # so within 1 s, before the rescan. At rate 0 it cannot learn; validation must not end
+    # the run either.
+    overrides["schedule"] = dict(FAST_NO_SEARCH["schedule"], valid_auc_stop=2.0)
+    overrides["train"] = dict(FAST_NO_SEARCH["train"], lr=0.0)
+    with caplog.at_level(logging.INFO, logger="skeleton"):
+        learner, predictions, _ = _drive(
+            path, "r", overrides, rounds=30, budget=120.0,
+            stop=lambda learner: "px features valid NAUC" in caplog.text)
+    assert "transfer: rescan at 96x96 px" in caplog.text, caplog.text
+    assert "head on 96x96-px features" in caplog.text and ": taken" in caplog.text
+    assert learner.best.source == "transfer"
+    from skeleton import persist
+    assert persist.save(learner, str(tmp_path / "model.pt"))
+    predictor = persist.load(str(tmp_path / "model.pt"))
+    big_test = np.stack(test[0])[:, None]  # the records' own 96 px: the saved head's view
+    np.testing.assert_allclose(predictor.predict_arrays(big_test), predictions[-1], atol=2e-3)
