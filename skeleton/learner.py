@@ -211,8 +211,8 @@ class Learner:
         peak = self.peak_lr * train["phase_lr_decay"] ** (self.phase_count - 1)
         phase = self.trainer.plan_phase(min(train["horizon_epochs"] * epoch_steps, time_steps),
                                         peak, start=start)
-        log.info("phase %d: %d steps at peak lr %.4f (%.1f steps/s)", self.phase_count,
-                 phase.steps, peak, speed)
+        log.info("phase %d%s: %d steps at peak lr %.4f (%.1f steps/s)", self.phase_count,
+                 "" if start is None else " re-planned", phase.steps, peak, speed)
 
     def _start_phase(self):
         if self.phase_count:  # later phases restart from the best weights, at a lower LR
@@ -221,7 +221,8 @@ class Learner:
                     and not self.finetuning:
                 self._optional("augmentation search", self._search_augmentation)
         self.phase_count += 1
-        self.replanned = False
+        # Re-planned once the network's speed is measured; a later phase knows it already.
+        self.replanned = self._steps_per_second() is not None
         self._plan_phase()
 
     def _evaluate(self):

@@ -38,6 +38,29 @@ def test_learns_an_easy_set_and_improves(tmp_path, run_model):
     assert model.learner.trainer is not None  # the network was trained
 
 
+def test_each_phase_is_planned_once_and_only_the_first_re_planned(tmp_path, our_model, caplog):
+    import logging
+    rng = np.random.default_rng(1)
+    train, test = _images(rng, 120, (12, 12, 1), 3), _images(rng, 30, (12, 12, 1), 3)
+    path = write_dataset(tmp_path / "p", "p", train, test, output_dim=3, image_format="png")
+    # No transfer, no early end on a saturated held-out set: phases follow each other.
+    Model = our_model(dict(FAST, transfer={"enabled": False},
+                           schedule=dict(FAST["schedule"], valid_auc_stop=2.0)))
+    data, test_data = splits(path, "p")
+    model = Model(data.get_metadata())
+    with caplog.at_level(logging.INFO, logger="skeleton"):
+        drive(model, data, test_data, rounds=30, budget=60.0,
+              stop=lambda m: m.learner.phase_count >= 3)
+    assert model.learner.phase_count >= 3, caplog.text
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("phase ")]
+    # The first plan guesses the speed; once it is measured the phase is re-planned. Later
+    # phases start with the measured speed: one plan each.
+    assert [line.split(":")[0] for line in lines[:2]] == ["phase 1", "phase 1 re-planned"]
+    for n in range(2, model.learner.phase_count + 1):
+        assert [line.split(":")[0] for line in lines].count(f"phase {n}") == 1, lines
+    assert sum("re-planned" in line for line in lines) == 1, lines
+
+
 @pytest.mark.parametrize("case", ["zero_variance", "one_class", "absent_classes",
                                   "four_channels", "tiny_8x8", "huge_2000x3000",
                                   "test_larger_than_train", "multi_label", "dense_raw_range"])
