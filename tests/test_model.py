@@ -1,4 +1,5 @@
 """model.py end to end on odd tiny datasets: every one must reach a valid prediction."""
+import logging
 import os
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 
 from autodl.nauc import nauc
 from autodl.writer import write_dataset
-from conftest import FAST, REPO, drive, splits
+from conftest import FAST, REPO, drive, fast_config, splits
 
 
 @pytest.fixture
@@ -39,13 +40,12 @@ def test_learns_an_easy_set_and_improves(tmp_path, run_model):
 
 
 def test_each_phase_is_planned_once_and_only_the_first_re_planned(tmp_path, our_model, caplog):
-    import logging
     rng = np.random.default_rng(1)
     train, test = _images(rng, 120, (12, 12, 1), 3), _images(rng, 30, (12, 12, 1), 3)
     path = write_dataset(tmp_path / "p", "p", train, test, output_dim=3, image_format="png")
     # No transfer, no early end on a saturated held-out set: phases follow each other.
-    Model = our_model(dict(FAST, transfer={"enabled": False},
-                           schedule=dict(FAST["schedule"], valid_auc_stop=2.0)))
+    Model = our_model(fast_config({"transfer": {"enabled": False},
+                                   "schedule": {"valid_auc_stop": 2.0}}))
     data, test_data = splits(path, "p")
     model = Model(data.get_metadata())
     with caplog.at_level(logging.INFO, logger="skeleton"):

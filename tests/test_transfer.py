@@ -471,16 +471,16 @@ def test_the_rescan_side_is_the_largest_that_fits_and_only_for_the_best_head():
 def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path, caplog):
     train, test = _textures(160, 96, seed=8), _textures(40, 96, seed=9)
     path = write_dataset(tmp_path / "r", "r", train, test, output_dim=3, image_format="png")
-    overrides = dict(FAST_NO_SEARCH, transfer={
-        "probe_records": 64, "share": 0.9, "max_side_cpu": 48, "rescan_side_cpu": 96,
-        "rescan_time_fraction": 1.0, "drop_error_ratio": 0.0})
     # A rescan starts only while the head is the best model and the stage runs: a scratch
     # network that learns reaches valid NAUC 1.0 on these stripes too and ends the stage
     # (its error, 0, is within drop_error_ratio of the head's, 0): in a full-suite run it did
     # so within 1 s, before the rescan. At rate 0 it cannot learn; validation must not end
     # the run either.
-    overrides["schedule"] = dict(FAST_NO_SEARCH["schedule"], valid_auc_stop=2.0)
-    overrides["train"] = dict(FAST_NO_SEARCH["train"], lr=0.0)
+    overrides = fast_config({"augment": {"search": False}}, {
+        "transfer": {"probe_records": 64, "share": 0.9, "max_side_cpu": 48,
+                     "rescan_side_cpu": 96, "rescan_time_fraction": 1.0,
+                     "drop_error_ratio": 0.0},
+        "schedule": {"valid_auc_stop": 2.0}, "train": {"lr": 0.0}})
     with caplog.at_level(logging.INFO, logger="skeleton"):
         learner, predictions, _ = _drive(
             path, "r", overrides, rounds=30, budget=120.0,
