@@ -188,19 +188,31 @@ def test_search_keeps_only_draws_at_least_as_good_and_is_reproducible():
     assert first.subpolicies != other.subpolicies or not first.kept
 
 
-def test_search_stops_at_its_deadline():
-    score = _trained_scorer()
+def test_search_stops_at_its_deadline(monkeypatch):
+    # A scripted clock that moves one second per scoring: the check is exact, not a race with
+    # a busy machine (a real clock can pass the deadline between the check and the draw).
+    import skeleton.augment.search as search_module
+
+    class Clock:
+        now = 1000.0
+
+        def time(self):
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(search_module, "time", clock)
     started = []
 
-    def timed_score(transform):
-        started.append(time.time())
-        return score(transform)
+    def score(transform):
+        started.append(clock.now)
+        clock.now += 1.0
+        return 0.5
 
-    deadline = time.time() + 1.5
-    result = search_policies(timed_score, load_pool("autoaugment_cifar"),
-                             dict(CFG, draws=10_000), deadline=deadline)
-    assert 0 < result.tried < 10_000 and len(started) == result.tried + 1  # + the baseline
-    assert all(t < deadline for t in started)  # no draw starts after the deadline
+    result = search_policies(score, load_pool("autoaugment_cifar"), dict(CFG, draws=10_000),
+                             deadline=1003.5)
+    # The baseline at 1000, draws at 1001, 1002, 1003; at 1004 the deadline has passed.
+    assert started == [1000.0, 1001.0, 1002.0, 1003.0]
+    assert result.tried == 3 and result.seconds == 4.0
 
 
 def test_search_ranks_draws_and_merges_the_top_ones():
