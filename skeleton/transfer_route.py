@@ -143,30 +143,39 @@ class TransferRoute:
         from .transfer import _fmt
         stage = self.stage
         candidate = stage.candidate
-        taken, score = self.best.offer("transfer", candidate.valid, candidate.predict_test,
-                                       lambda: self._snapshot(candidate.head, candidate.size),
-                                       refit=True)
-        log.info("transfer: head on %s-px features valid NAUC %s (before %s): %s",
-                 "x".join(map(str, candidate.size)), _fmt(score), _fmt(stage.score),
-                 "taken" if taken else "not taken")
+        taken, score = self.best.offer(
+            "transfer", candidate.valid, candidate.predict_test,
+            lambda: self._snapshot(candidate.head, candidate.size, candidate.partner),
+            refit=True)
+        sides = "x".join(map(str, candidate.size))
+        if candidate.partner is not None:
+            sides = "x".join(map(str, candidate.partner.size)) + " + " + sides
+        log.info("transfer: head on %s-px features valid NAUC %s (before %s): %s", sides,
+                 _fmt(score), _fmt(stage.score), "taken" if taken else "not taken")
         if not taken:
             stage.candidate = None
             return "working"
         stage.adopt_rescan()
         return "offered"
 
-    def _snapshot(self, head=None, size=None):
+    def _snapshot(self, head=None, size=None, partner=None):
         """What saving the head needs: the trunk as it is now (fine-tuning may change it
-        later) with the head on raw features, read in the view its features came from.
+        later) with the head on raw features, read in the view its features came from (a
+        two-side head: the larger view, shrunk inside for the first side's head).
         None for video: its features are not the network's, so it cannot be saved."""
         from .persist import SavedNetwork
         from .transfer import snapshot_with_head, with_input_size
         feed, stage = self.feed, self.stage
         if feed.profile.is_video:
             return None
-        head, size = head or stage.head, size or stage.size
-        net = stage.net if size is None else with_input_size(stage.net, size)
-        net, weights = snapshot_with_head(net, head)
+        if head is None:
+            head, size, partner = stage.head, stage.size, stage.partner
+        if partner is not None:
+            net = with_input_size(stage.net, size, [partner.size])
+            net, weights = snapshot_with_head(net, head, partner.head)
+        else:
+            net = stage.net if size is None else with_input_size(stage.net, size)
+            net, weights = snapshot_with_head(net, head)
         if size is not None:
             view = (1, *size)
         else:

@@ -17,7 +17,7 @@ from skeleton.nn import build_network
 from skeleton.nn.classifier import InputStem
 from skeleton.trainer import Trainer
 from skeleton.transfer import (FrozenFeatures, LinearHead, TransferStage, build_pretrained,
-                               init_head_from, pick_penalty, train_only_tail)
+                               init_head_from, mean_logits, pick_penalty, train_only_tail)
 
 TCFG = load_config("image")["transfer"]
 HAVE_MOBILENET = build_network("mobilenet_v2", 3, 2).weights_used != "random"
@@ -419,11 +419,76 @@ def test_a_rescan_featurises_the_same_records_at_the_larger_side_then_refits():
     assert not np.allclose(candidate.features.rows[37], stage.features.rows[37], atol=1e-2)
     assert candidate.score > 0.5 and candidate.size == (96, 96)
     assert stage.head is not candidate.head and stage.score == first_score  # not judged yet
+    # The two-side head: the first head sees the larger test images shrunk by the stem (as a
+    # saved two-side network does); its logits are averaged with the new head's.
+    partner = candidate.partner
+    assert partner.head is stage.head and partner.size == (48, 48)
+    first = FrozenFeatures(stage.net, torch.device("cpu"), 16)
+    np.testing.assert_allclose(partner.test_features, first.compute(big[80:]), atol=1e-4)
+    own_valid = candidate.head.predict(candidate.features.matrix(valid))
+    np.testing.assert_allclose(candidate.valid, mean_logits([own_valid, stage.valid], False),
+                               atol=1e-5)
+    assert candidate.score == pytest.approx(skeleton_nauc(y[valid], candidate.valid))
+    own_test = candidate.head.predict(candidate.test_features)
+    two_sides = mean_logits([own_test, stage.head.predict(partner.test_features)], False)
+    np.testing.assert_allclose(candidate.predict_test(), two_sides, atol=1e-6)
+    assert not np.allclose(two_sides, own_test, atol=1e-3)
     stage.adopt_rescan()
     assert stage.work(small, y, valid, train, small[80:], _unbeaten,
                       float("inf")) == "refitted"
-    assert stage.state == "complete" and stage.size == (96, 96)
-    assert stage.predict_test().shape == (20, 3)
+    assert stage.state == "complete" and stage.size == (96, 96) and stage.partner is partner
+    refitted = mean_logits([stage.head.predict(stage.test_features), partner.predict_test()],
+                           False)
+    np.testing.assert_allclose(stage.predict_test(), refitted, atol=1e-6)
+
+
+@needs_weights
+def test_without_the_two_side_head_a_rescan_offers_the_larger_head_alone():
+    x_list, labels = _textures(60, 96, seed=6)
+    big = np.stack(x_list)[:, None]
+    small = big[:, :, ::2, ::2].copy()
+    y = np.eye(3, dtype=np.float32)[labels]
+    valid, train = np.arange(0, 48, 4), np.setdiff1d(np.arange(48), np.arange(0, 48, 4))
+    stage = _completed_stage(small, y, valid, train, small[48:])
+    stage.cfg = dict(stage.cfg, rescan_ensemble=False)
+    stage.start_rescan((96, 96), iter(big[:48]), iter(big[48:]), 12, valid)
+    assert stage.work(small, y, valid, train, small[48:], _unbeaten,
+                      float("inf")) == "rescanned"
+    candidate = stage.candidate
+    assert candidate.partner is None
+    np.testing.assert_allclose(candidate.predict_test(),
+                               candidate.head.predict(candidate.test_features))
+    np.testing.assert_allclose(candidate.valid,
+                               candidate.head.predict(candidate.features.matrix(valid)))
+
+
+def test_mean_logits_is_the_head_of_averaged_logits():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 4)) * 3, rng.normal(size=(5, 4)) * 3
+    softmax = lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(mean_logits([softmax(a), softmax(b)], False),
+                               softmax((a + b) / 2), atol=1e-6)
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    np.testing.assert_allclose(mean_logits([sigmoid(a), sigmoid(b)], True), sigmoid((a + b) / 2),
+                               atol=1e-6)
+    # A head that is sure (p = 0 or 1) does not give inf or nan.
+    sure = np.eye(4)[[0, 1, 2, 3, 0]]
+    assert np.isfinite(mean_logits([sure, softmax(a)], False)).all()
+
+
+def test_a_network_with_extra_sides_puts_each_sides_features_side_by_side():
+    from skeleton.transfer import with_input_size
+    net = build_network("fastnet_small", 3, 4, weights="none", input_size=(32, 32)).eval()
+    two = with_input_size(net, (48, 48), [(32, 32)]).eval()
+    assert two.feature_dim == 2 * net.feature_dim and two.head.in_features == two.feature_dim
+    assert two.options["extra_sizes"] == [[32, 32]] and net.extra_sizes == []
+    x = torch.rand(2, 1, 3, 48, 48)
+    with torch.no_grad():
+        both = two.frame_features(x)
+        np.testing.assert_allclose(both[..., net.feature_dim:], net.frame_features(x),
+                                   atol=1e-5)  # the stem shrinks 48 -> 32 for the second side
+        larger = with_input_size(net, (48, 48)).frame_features(x)
+        np.testing.assert_allclose(both[..., :net.feature_dim], larger, atol=1e-5)
 
 
 @needs_weights
@@ -486,10 +551,12 @@ def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path,
             path, "r", overrides, rounds=30, budget=120.0,
             stop=lambda learner: "px features valid NAUC" in caplog.text)
     assert "transfer: rescan at 96x96 px" in caplog.text, caplog.text
-    assert "head on 96x96-px features" in caplog.text and ": taken" in caplog.text
+    # The two-side head (transfer.rescan_ensemble): the first side's head beside the new one.
+    assert "head on 48x48 + 96x96-px features" in caplog.text and ": taken" in caplog.text
     assert learner.best.source == "transfer"
     from skeleton import persist
     assert persist.save(learner, str(tmp_path / "model.pt"))
     predictor = persist.load(str(tmp_path / "model.pt"))
+    assert predictor.net.extra_sizes == [(48, 48)] and predictor.net.stem.size == (96, 96)
     big_test = np.stack(test[0])[:, None]  # the records' own 96 px: the saved head's view
     np.testing.assert_allclose(predictor.predict_arrays(big_test), predictions[-1], atol=2e-3)

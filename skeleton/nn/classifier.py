@@ -35,13 +35,15 @@ class InputStem(nn.Module):
                 self.mix.weight.normal_(0.0, 0.01)
                 self.mix.weight[:, :, 1, 1] += 1.0 / in_channels
 
-    def forward(self, x):
+    def forward(self, x, size=None):
+        """`size` (h, w): resize to it instead of the stem's own size (another scale)."""
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} channels, got input of shape "
                              f"{tuple(x.shape)}")
-        if self.size is not None and tuple(x.shape[-2:]) != self.size:
-            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.size[1])
+        size = tuple(size) if size else self.size
+        if size is not None and tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > size[1])
         if self.mix is not None:  # any channel count: mixed to 3 around grey
             x = self.mix((x - x.new_tensor(MEAN)) / STD) * STD + MEAN
         elif self.in_channels == 1:
@@ -72,11 +74,14 @@ class Classifier(nn.Module):
     taps > 1 pools the outputs of the trunk's last `taps` stages (trunk.stage_outputs) and puts
     them side by side: middle stages carry textures and parts that ImageNet's last stage has
     specialised away, which frozen features of other domains need (README, "Transfer").
+    extra_sizes [(h, w)]: the trunk also sees each frame at these sides, and the pooled features
+    of every scale stand side by side (the stem's own size first): a head on them averages the
+    logits of heads at each scale (transfer's two-side head, skeleton/transfer.py).
     """
 
     def __init__(self, name, trunk, in_channels, num_classes, frames=1, temporal="residual",
                  weights_used="random", imagenet_norm=False, input_size=None, head_bias=False,
-                 taps=1):
+                 taps=1, extra_sizes=None):
         super().__init__()
         if temporal not in ("residual", "mean"):
             raise ValueError(f"temporal must be 'residual' or 'mean', got {temporal!r}")
@@ -89,7 +94,9 @@ class Classifier(nn.Module):
         # How to build it again (skeleton/persist.py saves these beside the weights).
         self.options = {"imagenet_norm": bool(imagenet_norm), "head_bias": bool(head_bias),
                         "input_size": list(input_size) if input_size else None,
-                        "taps": int(taps)}
+                        "taps": int(taps),
+                        "extra_sizes": [list(map(int, size)) for size in extra_sizes or []]}
+        self.extra_sizes = [tuple(size) for size in self.options["extra_sizes"]]
         self.stem = InputStem(in_channels, imagenet=imagenet_norm, size=input_size)
         self.trunk = trunk
         self.taps = int(taps)
@@ -100,6 +107,7 @@ class Classifier(nn.Module):
             self.feature_dim = sum(trunk.stage_channels[-self.taps:])
         else:
             self.feature_dim = trunk.out_features
+        self.feature_dim *= 1 + len(self.extra_sizes)
         self.temporal = (TemporalResidual(self.feature_dim)
                          if frames > 1 and temporal == "residual" else None)
         self.head = nn.Linear(self.feature_dim, num_classes, bias=head_bias)
@@ -112,13 +120,16 @@ class Classifier(nn.Module):
         if x.dim() != 5:
             raise ValueError(f"expected [B, T, C, H, W], got shape {tuple(x.shape)}")
         b, t = x.shape[:2]
-        x = self.stem(x.reshape(b * t, *x.shape[2:]))
+        x = x.reshape(b * t, *x.shape[2:])
+        f = torch.cat([self._pooled(self.stem(x, size)) for size in [None, *self.extra_sizes]],
+                      dim=1)
+        return f.reshape(b, t, -1)
+
+    def _pooled(self, x):
         if self.taps > 1:
             maps = self.trunk.stage_outputs(x)[-self.taps:]
-            f = torch.cat([m.mean(dim=(2, 3)) for m in maps], dim=1)
-        else:
-            f = self.trunk(x).mean(dim=(2, 3))  # global average pooling
-        return f.reshape(b, t, -1)
+            return torch.cat([m.mean(dim=(2, 3)) for m in maps], dim=1)
+        return self.trunk(x).mean(dim=(2, 3))  # global average pooling
 
     def features(self, x):
         """[B, T, C, H, W] -> pooled features [B, D] (before the head)."""
