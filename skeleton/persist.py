@@ -22,7 +22,8 @@ import numpy as np
 
 from .predict import Predictor
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: a network may read extra sides (transfer's two-side head)
+READABLE_VERSIONS = (2, 3)  # 2 differs only by lacking that option
 META_KEY = "__meta__"
 # What a fitted QuickModel predicts from (filters: the local block's, multi-label profiles).
 QUICK_STATE = ("mean", "std", "projection", "weights", "filters")
@@ -169,8 +170,9 @@ def _read(path):
         # allow_pickle=False: a pickle (an older model file, or a hostile one) lands here.
         raise ModelFileError(f"{path}: not a model file of this tool "
                              f"({' '.join(str(e).split())})") from None
-    if not isinstance(state, dict) or state.get("version") != FORMAT_VERSION:
+    if not isinstance(state, dict) or state.get("version") not in READABLE_VERSIONS:
         version = state.get("version") if isinstance(state, dict) else None
         raise ModelFileError(f"{path}: unsupported model file version {version} "
-                             f"(this tool reads version {FORMAT_VERSION})")
+                             f"(this tool reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
     return state, arrays

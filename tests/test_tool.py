@@ -1,6 +1,7 @@
 """The user-facing tool: convert (folder, CSV, video, bad inputs), fit + predict end to end,
 and the submission zip run through the harness."""
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -261,6 +262,22 @@ def test_persist_network_round_trip(tmp_path):
         Image.fromarray(x[i, 0]).save(tmp_path / f"{i}.png")
     probs = predictor.predict_files([str(tmp_path / "0.png"), str(tmp_path / "1.png")])
     assert np.allclose(probs, expected[:2], atol=1e-4)
+    # A file of the version before (no extra sides among the network's options) still
+    # loads; one of a version this tool does not know is one clear error.
+    for version, readable in ((2, True), (persist.FORMAT_VERSION + 1, False)):
+        with np.load(str(tmp_path / "model.pt"), allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        state = json.loads(arrays[persist.META_KEY].tobytes().decode("utf-8"))
+        state["version"] = version
+        del state["net"]["options"]["extra_sizes"]
+        arrays[persist.META_KEY] = np.frombuffer(json.dumps(state).encode("utf-8"), np.uint8)
+        np.savez(str(tmp_path / f"v{version}.npz"), **arrays)
+        if readable:
+            older = persist.load(str(tmp_path / f"v{version}.npz"))
+            assert np.allclose(older.predict_arrays(x), expected, atol=1e-4)
+        else:
+            with pytest.raises(persist.ModelFileError, match=f"version {version} "):
+                persist.load(str(tmp_path / f"v{version}.npz"))
 
 
 # -- user slips: nothing is lost, every mistake is one line -----------------------------------
