@@ -278,10 +278,10 @@ def with_input_size(net, size, extra_sizes=()):
     net.stem.size = tuple(size)
     net.options = dict(net.options, input_size=list(size),
                        extra_sizes=[list(s) for s in extra_sizes])
-    if extra_sizes:
-        per_side = net.feature_dim // (1 + len(net.extra_sizes))
-        net.extra_sizes = [tuple(s) for s in extra_sizes]
-        net.feature_dim = per_side * (1 + len(extra_sizes))
+    per_side = net.feature_dim // (1 + len(net.extra_sizes))
+    net.extra_sizes = [tuple(s) for s in extra_sizes]
+    net.feature_dim = per_side * (1 + len(net.extra_sizes))
+    if net.head.in_features != net.feature_dim:  # one block of features per side
         net.head = torch.nn.Linear(net.feature_dim, net.head.out_features,
                                    bias=net.head.bias is not None)
     return net
@@ -335,7 +335,6 @@ def init_head_from(net, head):
 class SideHead:
     """The first side's head beside a larger one: its logits are averaged into theirs."""
     head: LinearHead
-    valid: object          # its last honest held-out predictions
     test_features: np.ndarray  # of the test images the rescan read, at the first side
     size: tuple
 
@@ -473,7 +472,7 @@ class TransferStage:
         test = self.rescan.test_features(len(head.mean))
         partner = None
         if self.rescan.first is not None:
-            partner = SideHead(self.head, self.valid,
+            partner = SideHead(self.head,
                                self.rescan.test_features(len(self.head.mean), first=True),
                                tuple(self.net.stem.size))
             if valid is not None and self.valid is not None:

@@ -170,12 +170,12 @@ class TransferRoute:
             return None
         if head is None:
             head, size, partner = stage.head, stage.size, stage.partner
-        if partner is not None:
-            net = with_input_size(stage.net, size, [partner.size])
-            net, weights = snapshot_with_head(net, head, partner.head)
+        partners = [partner] if partner is not None else []
+        if size is not None:
+            net = with_input_size(stage.net, size, [p.size for p in partners])
         else:
-            net = stage.net if size is None else with_input_size(stage.net, size)
-            net, weights = snapshot_with_head(net, head)
+            net = stage.net
+        net, weights = snapshot_with_head(net, head, *(p.head for p in partners))
         if size is not None:
             view = (1, *size)
         else:
