@@ -48,3 +48,15 @@ def bootstrap_nauc(labels, scores, weights):
     stacked = np.array(aucs)
     usable = np.isfinite(stacked)
     return 2 * np.where(usable, stacked, 0).sum(axis=0) / np.maximum(usable.sum(axis=0), 1) - 1
+
+
+def log_loss(labels, probabilities, multi_label=False):
+    """Mean held-out log loss: cross-entropy of the true class (per-class binary
+    cross-entropy for multi-label); it still ranks models whose NAUC has saturated."""
+    eps = 1e-7
+    p = np.clip(np.asarray(probabilities, np.float64), eps, 1.0 - eps)
+    labels = np.asarray(labels) > 0.5
+    if multi_label:
+        return float(-np.mean(np.where(labels, np.log(p), np.log1p(-p))))
+    rows = p / p.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(rows[np.arange(len(rows)), labels.argmax(axis=1)])))
