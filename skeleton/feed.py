@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import load_config
 from .data.decode import iter_examples, iter_records
-from .data.profile import input_size, scan, transfer_size
+from .data.profile import first_side, input_size, scan, transfer_size
 from .data.store import ExampleStore, FrameAdapter
 
 log = logging.getLogger("skeleton")
@@ -32,9 +32,11 @@ class DataFeed:
         self.test_x2 = None   # ... and at the second view's, when there is one
 
     # -- the first read --------------------------------------------------------------------
-    def open(self, dataset):
+    def open(self, dataset, time_left=None):
         """Scan, size, read the first slice and split. Sets profile, kind, cfg, shape,
-        transfer_shape, store, train_idx, valid_idx and sorted; returns self."""
+        transfer_shape, store, train_idx, valid_idx and sorted; returns self. `time_left`
+        (seconds) sizes the pretrained trunk's view by its estimated cost."""
+        self.time_left = time_left
         examples = iter_examples(dataset, self.metadata)
         probe = load_config("image", self.overrides)["data"]["scan_records"]
         first = list(itertools.islice(examples, probe))
@@ -69,8 +71,18 @@ class DataFeed:
             return None, 0
         from .device import gpu_present
         frames, height, width = self.shape
-        self.transfer_shape = transfer_size(self.profile.height, self.profile.width, tcfg,
-                                            gpu_present())
+        data = self.cfg["data"]
+        # The first head needs the held-out, probe and test examples; the test set is not
+        # known yet: assume it as large as the other two.
+        held_out = min(max(int(data["valid_ratio"] * self.total), data["valid_min"]),
+                       data["valid_max"])
+        examples = 2 * (held_out + min(self.total, tcfg["probe_records"]))
+        seconds = tcfg["first_head_fraction"] * (self.time_left or tcfg["assumed_budget_s"])
+        stored = min(self.total, tcfg["max_train_records"] + data["valid_max"])
+        side = first_side(examples, stored, seconds, min(frames, tcfg["max_frames"]), tcfg,
+                          gpu_present())
+        self.transfer_shape = transfer_size(self.profile.height, self.profile.width, side,
+                                            tcfg)
         native = self.profile.height <= height and self.profile.width <= width
         if native or (self.transfer_shape[0] <= height and self.transfer_shape[1] <= width):
             return None, 0  # the stored images are as large as needed: resized on the fly

@@ -167,17 +167,24 @@ class FrozenFeatures:
         self.device = device
         self.batch = batch
         self.rows = {}  # store index -> feature vector
-        self.seconds, self.computed = 0.0, 0  # for the cost of a rescan at a larger side
+        self.seconds, self.computed = 0.0, 0  # all of its work, first batch included
+        self.fastest = None  # the fastest batch's seconds per example, after the first
 
     def seconds_per_example(self):
-        return self.seconds / self.computed if self.computed else None
+        """Measured seconds per example: the fastest batch's but the first (set-up costs
+        come with the first batch and again with each new batch shape)."""
+        return self.fastest
 
     def compute(self, x_uint8):
         started = time.time()
         try:
             return self._compute(x_uint8)
         finally:
-            self.seconds += time.time() - started
+            used = time.time() - started
+            if self.computed and len(x_uint8):
+                rate = used / len(x_uint8)
+                self.fastest = rate if self.fastest is None else min(self.fastest, rate)
+            self.seconds += used
             self.computed += len(x_uint8)
 
     @torch.no_grad()
@@ -216,8 +223,10 @@ class Rescan:
     examples the head uses (a store index is the record's position in the file), then the
     test set. Only the features are kept, not the larger images."""
 
-    def __init__(self, features, train_frames, wanted, test_frames, test_count, first=None):
+    def __init__(self, features, train_frames, wanted, test_frames, test_count, first=None,
+                 estimate=None):
         self.features = features              # a FrozenFeatures at the larger side
+        self.estimate = estimate              # its estimated seconds, before it is measured
         # The first side's FrozenFeatures, for the two-side head: the test images it sees are
         # the larger ones, shrunk by the trunk's stem as a saved two-side network shrinks them.
         self.first = first
@@ -229,6 +238,15 @@ class Rescan:
         self.test_count = test_count
         self.test_rows = []
         self.train_done = False
+
+    def seconds_left(self):
+        """Its estimated seconds to go: its own measured speed once it has one."""
+        done = self.features.computed
+        total = len(self.wanted) + self.test_count
+        per_example = self.features.seconds_per_example()
+        if per_example is None:
+            return self.estimate if self.estimate is not None else 0.0
+        return per_example * max(0, total - done)
 
     def step(self):
         """Featurise one batch; True once every wanted example and the test set are done."""
@@ -385,6 +403,7 @@ class TransferStage:
         self.rescanned = False     # one rescan at most
         self.candidate = None      # the head on the rescan's features, until it is judged
         self.partner = None        # the first side's head, once a two-side head is adopted
+        self.honest_head = None    # the head before it saw the held-out examples
 
     def work(self, x, y, valid_idx, train_idx, x_test, beaten, deadline):
         """Do the next piece of work until the deadline. `beaten(valid)` tells whether the
@@ -435,7 +454,9 @@ class TransferStage:
             return None
         if self.state == "refit":
             # The penalty is chosen: the held-out examples train the head too (solar: test NAUC
-            # +0.015). Its held-out score is now optimistic, so the last honest one is kept.
+            # +0.015). Its held-out score is now optimistic, so the last honest one is kept,
+            # and so is the honest head: what a network judged on held-out data starts from.
+            self.honest_head = copy.deepcopy(self.head)
             both = np.concatenate([np.asarray(self.fitted_idx), np.asarray(valid_idx)])
             self.head.fit(self.features.matrix(both), y[both], grid=[self.head.l2])
             self.state = "complete"
@@ -450,14 +471,17 @@ class TransferStage:
             return "rescanned"
         return "complete"
 
-    def start_rescan(self, size, train_frames, test_frames, test_count, valid_idx):
+    def start_rescan(self, size, train_frames, test_frames, test_count, valid_idx,
+                     estimate=None):
         """Read the records again at the larger `size` (h, w) for the examples under the head
-        and the held-out ones (frame iterators in record order), then the test set."""
+        and the held-out ones (frame iterators in record order), then the test set;
+        `estimate`: its expected seconds."""
         self.rescanned = True
         features = FrozenFeatures(self.net, self.device, self.cfg["batch"], size=size)
         wanted = np.concatenate([np.asarray(self.fitted_idx), np.asarray(valid_idx)])
         first = self.features if self.cfg["rescan_ensemble"] else None
-        self.rescan = Rescan(features, train_frames, wanted, test_frames, test_count, first)
+        self.rescan = Rescan(features, train_frames, wanted, test_frames, test_count, first,
+                             estimate)
         self.state = "rescan"
 
     def _rescan_head(self, y, valid_idx):
@@ -481,10 +505,10 @@ class TransferStage:
         return RescanHead(head, score, valid, features, test, tuple(features.net.stem.size),
                           partner)
 
-    def adopt_rescan(self):
-        """The rescan's head was taken: it is the head from now on (refitted next on the
+    def adopt_rescan(self, c):
+        """The rescan's head `c` was taken: it is the head from now on (refitted next on the
         held-out examples too, as the first one was)."""
-        c, self.candidate = self.candidate, None
+        self.candidate = None
         self.head, self.score, self.valid, self.features = c.head, c.score, c.valid, c.features
         self.test_features, self.size, self.partner = c.test_features, c.size, c.partner
         self.state = "refit"

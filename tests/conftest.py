@@ -19,7 +19,7 @@ from autodl.writer import write_dataset  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Short phases and slices, so that a few rounds exercise the whole schedule in seconds.
-FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "train_chunk_s": 0.5},
+FAST = {"schedule": {"min_slice_s": 0.5, "reserve_s": 0.0, "slice_s": 0.5},
         "train": {"min_phase_seconds": 1.0, "horizon_epochs": 2, "batch_cpu": 8,
                   "batch_cuda": 8, "test_batch": 16}}
 

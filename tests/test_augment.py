@@ -246,10 +246,10 @@ def test_search_keeps_nothing_past_its_error_bar():
 # -- in the learner --------------------------------------------------------------------------
 
 # These tests are about the phases of the scratch network: no transfer stage beside it.
-# valid_auc_stop 1.1: held-out NAUC saturates on this easy set (30 held-out images) and would
-# end the run before the phases these tests count.
+# min_gain -1: held-out NAUC saturates on this easy set (30 held-out images) and the network
+# would stall (and stop) before the phases these tests count.
 AUGMENT_FAST = fast_config({
-    "schedule": {"valid_auc_stop": 1.1},
+    "schedule": {"min_gain": -1.0},
     "train": {"horizon_epochs": 1, "batch_cpu": 16, "batch_cuda": 16, "test_batch": 64},
     "augment": {"min_time_left_s": 1.0, "max_seconds": 3.0, "budget_fraction": 1.0},
     "transfer": {"enabled": False}})
@@ -306,16 +306,16 @@ def test_video_config_keeps_the_search_off():
 
 def test_search_never_holds_back_a_better_prediction(tmp_path, monkeypatch, our_model):
     """When the first phase ends with a better model, test() gets it before the search runs."""
-    from skeleton.learner import Learner
+    from skeleton.candidates import NetworkCandidate
 
-    real = Learner._search_augmentation
+    real = NetworkCandidate.search_augmentation
     pending_at_search = []
 
-    def spy(self):
-        pending_at_search.append(self.best.pending)
-        return real(self)
+    def spy(self, time_left):
+        pending_at_search.append(self.keeper.pending)
+        return real(self, time_left)
 
-    monkeypatch.setattr(Learner, "_search_augmentation", spy)
+    monkeypatch.setattr(NetworkCandidate, "search_augmentation", spy)
     learner = _run(tmp_path, our_model, {})
     assert pending_at_search == [None]  # searched once, with no better prediction waiting
     assert learner.augment_search is not None
@@ -336,14 +336,14 @@ def test_a_failing_optional_stage_leaves_the_best_model_in_place(tmp_path, monke
                                                                  our_model, caplog):
     """The search and the flip probe are optional: when they raise, training and predictions
     go on from the best model so far."""
-    from skeleton.learner import Learner
+    from skeleton.candidates import NetworkCandidate
 
     def broken(self, *args):
         self.flip_probed = True
         raise RuntimeError("scripted failure")
 
-    monkeypatch.setattr(Learner, "_search_augmentation", broken)
-    monkeypatch.setattr(Learner, "_probe_flip", broken)
+    monkeypatch.setattr(NetworkCandidate, "search_augmentation", broken)
+    monkeypatch.setattr(NetworkCandidate, "probe_flip", broken)
     with caplog.at_level(logging.WARNING, logger="skeleton"):
         learner = _run(tmp_path, our_model, {"train": {"flip": True}})
     assert learner.phase_count >= 2  # the second phase started after the failed search

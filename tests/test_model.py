@@ -45,14 +45,16 @@ def test_each_phase_is_planned_once_and_only_the_first_re_planned(tmp_path, our_
     path = write_dataset(tmp_path / "p", "p", train, test, output_dim=3, image_format="png")
     # No transfer, no early end on a saturated held-out set: phases follow each other.
     Model = our_model(fast_config({"transfer": {"enabled": False},
-                                   "schedule": {"valid_auc_stop": 2.0}}))
+                                   "schedule": {"min_gain": -1.0}}))
     data, test_data = splits(path, "p")
     model = Model(data.get_metadata())
     with caplog.at_level(logging.INFO, logger="skeleton"):
         drive(model, data, test_data, rounds=30, budget=60.0,
               stop=lambda m: m.learner.phase_count >= 3)
     assert model.learner.phase_count >= 3, caplog.text
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("phase ")]
+    prefix = "scratch network "
+    lines = [r.getMessage()[len(prefix):] for r in caplog.records
+             if r.getMessage().startswith(prefix + "phase ")]
     # The first plan guesses the speed; once it is measured the phase is re-planned. Later
     # phases start with the measured speed: one plan each.
     assert [line.split(":")[0] for line in lines[:2]] == ["phase 1", "phase 1 re-planned"]

@@ -34,12 +34,28 @@ def _beaten(valid):
 
 
 def test_transfer_size_follows_the_images_within_bounds():
-    cfg = dict(TCFG, min_side=64, max_side_cpu=128, max_side_cuda=224, side_multiple=16)
-    assert transfer_size(28, 28, cfg, cuda=False) == (64, 64)      # digits are enlarged
-    assert transfer_size(300, 300, cfg, cuda=False) == (128, 128)  # photos are capped
-    assert transfer_size(300, 300, cfg, cuda=True) == (224, 224)
-    assert transfer_size(96, 96, cfg, cuda=False) == (96, 96)      # in between: their own
-    assert transfer_size(100, 400, cfg, cuda=False) == (32, 128)   # the aspect is kept
+    cfg = dict(TCFG, min_side=64, side_multiple=16)
+    assert transfer_size(28, 28, 128, cfg) == (64, 64)      # digits are enlarged
+    assert transfer_size(300, 300, 128, cfg) == (128, 128)  # photos are capped
+    assert transfer_size(96, 96, 128, cfg) == (96, 96)      # in between: their own
+    assert transfer_size(100, 400, 128, cfg) == (32, 128)   # the aspect is kept
+
+
+def test_the_first_side_is_the_largest_whose_features_fit_the_time():
+    from skeleton.data.profile import first_side
+    cfg = dict(TCFG, min_side=64, side_multiple=16, rescan_side_cpu=288, max_side_cuda=224,
+               feature_us_per_pixel=0.2, second_view_max_mb=1024)
+    # A few hundred photos: 288 px costs 600 x 83k px x 0.2 us = 10 s.
+    assert first_side(600, 600, 15.0, 1, cfg, cuda=False) == 288
+    # Thousands: the side shrinks until the estimate fits.
+    side = first_side(3000, 3000, 15.0, 1, cfg, cuda=False)
+    assert 3000 * side ** 2 * 0.2e-6 <= 15.0 < 3000 * (side + 16) ** 2 * 0.2e-6
+    assert first_side(10 ** 6, 10 ** 6, 1.0, 1, cfg, cuda=False) == 64  # never below min_side
+    # Frames count: 4 frames a clip cost 4 images.
+    assert first_side(600, 600, 15.0, 4, cfg, cuda=False) < 288
+    # The stored view must fit: 10,000 images at 288 px are 2.3 GB.
+    assert first_side(600, 10000, 1e6, 1, cfg, cuda=False) < 288
+    assert first_side(600, 600, 0.0, 1, cfg, cuda=True) == 224  # a GPU: ImageNet's side
 
 
 def test_imagenet_stem_normalises_per_channel_and_resizes():
@@ -235,7 +251,7 @@ def _drive(path, name, overrides, rounds, budget=60.0, stop=None):
 def test_learner_hands_over_the_frozen_head_when_it_validates_better(tmp_path, caplog):
     train, test = _textures(240, 48, seed=2), _textures(60, 48, seed=3)
     path = write_dataset(tmp_path / "t", "t", train, test, output_dim=3, image_format="png")
-    overrides = dict(FAST_NO_SEARCH, transfer={"probe_records": 64, "share": 0.9})
+    overrides = dict(FAST_NO_SEARCH, transfer={"probe_records": 64})
     with caplog.at_level(logging.INFO, logger="skeleton"):
         learner, predictions, sources = _drive(
             path, "t", overrides, rounds=12,
@@ -254,31 +270,28 @@ def test_learner_hands_over_the_frozen_head_when_it_validates_better(tmp_path, c
 
 
 @needs_weights
-def test_learner_fine_tunes_on_trial_and_returns_to_scratch_when_it_loses(tmp_path, caplog):
+def test_fine_tuning_joins_as_a_candidate_once_the_head_is_complete(tmp_path, caplog):
     train, test = _textures(120, 80, seed=4), _textures(30, 80, seed=5)
     path = write_dataset(tmp_path / "f", "f", train, test, output_dim=3, image_format="png")
     overrides = dict(FAST_NO_SEARCH, transfer={"probe_records": 32, "max_train_records": 64,
-                                     "share": 0.9, "finetune_min_s": 0.0, "finetune_cpu": True,
-                                     "finetune_trial_s": 1.0, "max_side_cpu": 80})
-    # Validation never saturates: the run goes on until the trial has been decided.
-    overrides["schedule"] = dict(FAST_NO_SEARCH["schedule"], valid_auc_stop=1.1)
-    # The scratch network does not learn (rate 0), so the frozen head is ahead of it when the
-    # stage completes, however fast either runs here: the trial starts (its own rate is
-    # transfer.finetune_lr). With features from several stages the head scores 1.0 on these
-    # textures, and a scratch network that got there too left no trial to test.
+                                               "min_side": 80, "feature_us_per_pixel": 1e3,
+                                               "rescan_side_cpu": 80},
+                     schedule=dict(FAST_NO_SEARCH["schedule"], min_gain=-1.0))
+    # The scratch network does not learn (rate 0): the head leads when it is complete.
     overrides["train"] = dict(FAST_NO_SEARCH["train"], lr=0.0)
     with caplog.at_level(logging.INFO, logger="skeleton"):
         learner, predictions, sources = _drive(
             path, "f", overrides, rounds=20,
-            stop=lambda learner: ("wins its trial" in caplog.text
-                                  or "back to the scratch network" in caplog.text))
+            stop=lambda learner: "slice: fine-tuning" in caplog.text
+            and "held-out gain" in caplog.text.split("slice: fine-tuning", 1)[1])
     assert learner.feed.has_second and learner.feed.store.x2.shape[2:4] == (80, 80)
-    assert "fine-tuning mobilenet_v2 on trial" in caplog.text, caplog.text
-    won = "wins its trial" in caplog.text
-    lost = "back to the scratch network" in caplog.text
-    assert won or lost
-    if lost:  # the scratch network was restored where it stopped
-        assert not learner.finetuning and learner.trainer.net.name != "mobilenet_v2"
+    assert "fine-tuning mobilenet_v2 is a candidate" in caplog.text, caplog.text
+    assert "scheduler: fine-tuning joins" in caplog.text
+    finetune = next(t for t in learner.scheduler.tracks if t.name == "fine-tuning")
+    head = learner.head.stage
+    assert finetune.candidate.start() == head.score  # it starts where the head is
+    assert finetune.candidate.trainer.net is not head.net  # the head's trunk stays as saved
+    assert finetune.evaluations
     for p in predictions:
         assert p.shape == (30, 3) and np.isfinite(p).all()
 
@@ -289,7 +302,7 @@ def test_learner_without_pretrained_weights_trains_from_scratch(tmp_path, monkey
     path = write_dataset(tmp_path / "n", "n", train, test, output_dim=3, image_format="png")
     with caplog.at_level(logging.WARNING, logger="skeleton"):
         learner, predictions, sources = _drive(path, "n", FAST_NO_SEARCH, rounds=4)
-    assert learner.route is None and "no pretrained backbone" in caplog.text
+    assert learner.head is None and "no pretrained backbone" in caplog.text
     assert "transfer" not in sources and len(predictions) >= 2
 
 
@@ -303,8 +316,9 @@ def test_a_failing_transfer_stage_leaves_the_run_going(tmp_path, monkeypatch, ca
     path = write_dataset(tmp_path / "b", "b", train, test, output_dim=3, image_format="png")
     with caplog.at_level(logging.WARNING, logger="skeleton"):
         learner, predictions, sources = _drive(path, "b", FAST_NO_SEARCH, rounds=4)
-    assert "transfer failed, carrying on without it: MemoryError" in caplog.text
-    assert learner.route is None and learner.trainer.steps > 0
+    assert "frozen head failed, carrying on without it: MemoryError" in caplog.text
+    head = next(t for t in learner.scheduler.tracks if t.name == "frozen head")
+    assert head.retired == "failed" and learner.trainer.steps > 0
     assert all(p.shape == (15, 3) for p in predictions)
 
 
@@ -318,31 +332,6 @@ def test_stage_with_an_empty_test_set_predicts_an_empty_array():
     np.testing.assert_allclose(stage.valid, stage.head.predict(stage.features.matrix(
         np.arange(10))), rtol=1e-6)
     assert skeleton_nauc(y[:10], stage.valid) == pytest.approx(stage.score)
-
-
-def test_stage_ends_only_when_the_scratch_network_is_clearly_better():
-    import types
-    from skeleton.transfer_route import TransferRoute
-    stage = types.SimpleNamespace(score=0.70, state="grow")
-    route = TransferRoute(stage, load_config("image")["transfer"], feed=None, best=None)
-    route.count_net(1.0)
-    assert route.turn(net_best=0.72) == "transfer"  # better, but within held-out noise
-    # error 0.20 <= 0.7 x 0.30: the network is clearly better
-    assert route.turn(net_best=0.80) == "end"
-
-
-def test_stage_takes_its_share_of_the_time_after_the_first_handover():
-    import types
-    from skeleton.transfer_route import TransferRoute
-    stage = types.SimpleNamespace(score=None, state="probe")
-    route = TransferRoute(stage, load_config("image")["transfer"], feed=None, best=None)
-    route.count_net(10.0)
-    route.spent["transfer"] = 30.0
-    assert route.turn(net_best=0.5) == "transfer"  # probe/test: alone (first_share 1.0)
-    stage.state, stage.score = "grow", 0.9
-    assert route.turn(net_best=0.5) == "net"  # 30 s of 40: more than its share of 0.5
-    route.count_net(30.0)
-    assert route.turn(net_best=0.5) == "transfer"
 
 
 @needs_weights
@@ -433,7 +422,7 @@ def test_a_rescan_featurises_the_same_records_at_the_larger_side_then_refits():
     two_sides = mean_logits([own_test, stage.head.predict(partner.test_features)], False)
     np.testing.assert_allclose(candidate.predict_test(), two_sides, atol=1e-6)
     assert not np.allclose(two_sides, own_test, atol=1e-3)
-    stage.adopt_rescan()
+    stage.adopt_rescan(candidate)
     assert stage.work(small, y, valid, train, small[80:], _unbeaten,
                       float("inf")) == "refitted"
     assert stage.state == "complete" and stage.size == (96, 96) and stage.partner is partner
@@ -505,9 +494,9 @@ def test_a_rescan_that_reads_fewer_records_than_it_needs_fails_in_one_line():
 def test_the_rescan_side_is_the_largest_that_fits_and_only_for_the_best_head():
     import types
 
-    from skeleton.transfer_route import TransferRoute
-    cfg = dict(TCFG, rescan_side_cpu=288, rescan_min_ratio=1.5, rescan_time_fraction=0.5,
-               share=0.5, side_multiple=16, max_side_cpu=128)
+    from skeleton.candidates import FrozenHead
+    cfg = {"transfer": dict(TCFG, rescan_side_cpu=288, rescan_min_ratio=1.5,
+                            rescan_time_fraction=0.5, side_multiple=16)}
     features = types.SimpleNamespace(seconds_per_example=lambda: 0.005)
     stage = types.SimpleNamespace(features=features, rescanned=False,
                                   device=torch.device("cpu"), fitted_idx=np.arange(1800))
@@ -516,43 +505,41 @@ def test_the_rescan_side_is_the_largest_that_fits_and_only_for_the_best_head():
                                  transfer_shape=(128, 128), valid_idx=np.arange(200),
                                  test_x=np.zeros((500, 1)))
     best = types.SimpleNamespace(sources=["transfer"])
-    route = TransferRoute(stage, cfg, feed, best)
-    # 2500 examples at 5 ms x (side/128)^2, at half the time: 288 px 126 s, 256 px 100 s.
-    assert route.rescan_size(time_left=260.0) == (288, 288)
-    assert route.rescan_size(time_left=210.0) == (256, 256)
-    assert route.rescan_size(time_left=120.0) == (192, 192)
-    assert route.rescan_size(time_left=100.0) is None  # 192 px (1.5 x 128) needs 56 s of 50
+    head = FrozenHead(stage, cfg, feed, best)
+    # 2500 examples at 5 ms x (side/128)^2: 288 px 63 s, 256 px 50 s, 192 px 28 s.
+    assert head.rescan_size(time_left=130.0)[0] == (288, 288)
+    assert head.rescan_size(time_left=110.0)[0] == (256, 256)
+    assert head.rescan_size(time_left=60.0)[0] == (192, 192)
+    assert head.rescan_size(time_left=50.0) is None  # 192 px (1.5 x 128) needs 28 s of 25
     best.sources = ["net"]
-    assert route.rescan_size(time_left=1e4) is None  # the head is not the best model
+    assert head.rescan_size(time_left=1e4) is None  # the head is not the best model
     best.sources = ["transfer"]
     stage.rescanned = True
-    assert route.rescan_size(time_left=1e4) is None  # once
+    assert head.rescan_size(time_left=1e4) is None  # once
     stage.rescanned = False
     feed.profile.height = feed.profile.width = 160
-    assert route.rescan_size(time_left=1e4) is None  # 160 px < 1.5 x 128
+    assert head.rescan_size(time_left=1e4) is None  # 160 px < 1.5 x 128
 
 
 @needs_weights
 def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path, caplog):
     train, test = _textures(160, 96, seed=8), _textures(40, 96, seed=9)
     path = write_dataset(tmp_path / "r", "r", train, test, output_dim=3, image_format="png")
-    # A rescan starts only while the head is the best model and the stage runs: a scratch
-    # network that learns reaches valid NAUC 1.0 on these stripes too and ends the stage
-    # (its error, 0, is within drop_error_ratio of the head's, 0): in a full-suite run it did
-    # so within 1 s, before the rescan. At rate 0 it cannot learn; validation must not end
-    # the run either.
+    # A rescan starts only while the head is the best model: a scratch network that learns
+    # reaches valid NAUC 1.0 on these stripes too; at rate 0 it cannot. The first side is
+    # min_side: its estimated cost (feature_us_per_pixel) is made too high for any other.
     overrides = fast_config({"augment": {"search": False}}, {
-        "transfer": {"probe_records": 64, "share": 0.9, "max_side_cpu": 48,
-                     "rescan_side_cpu": 96, "rescan_time_fraction": 1.0,
-                     "drop_error_ratio": 0.0},
-        "schedule": {"valid_auc_stop": 2.0}, "train": {"lr": 0.0}})
+        "transfer": {"probe_records": 64, "min_side": 48, "feature_us_per_pixel": 1e3,
+                     "rescan_side_cpu": 96, "rescan_time_fraction": 1.0},
+        "schedule": {"min_gain": -1.0}, "train": {"lr": 0.0}})
     with caplog.at_level(logging.INFO, logger="skeleton"):
         learner, predictions, _ = _drive(
             path, "r", overrides, rounds=30, budget=120.0,
             stop=lambda learner: "px features valid NAUC" in caplog.text)
     assert "transfer: rescan at 96x96 px" in caplog.text, caplog.text
     # The two-side head (transfer.rescan_ensemble): the first side's head beside the new one.
-    assert "head on 48x48 + 96x96-px features" in caplog.text and ": taken" in caplog.text
+    assert "head on 48x48 + 96x96-px features" in caplog.text
+    assert learner.head.stage.partner is not None  # the keeper took it: adopted
     assert learner.best.source == "transfer"
     from skeleton import persist
     assert persist.save(learner, str(tmp_path / "model.pt"))

@@ -63,12 +63,31 @@ def input_size(profile, cfg):
         min(sides[1], max(cap, cfg["side_multiple"]))
 
 
-def transfer_size(height, width, cfg, cuda):
+def transfer_size(height, width, max_side, cfg):
     """(h, w) the pretrained trunk sees: the images' own size, enlarged to at least min_side
     (ImageNet trunks shrink inputs 32x: a 28-px digit would be one feature pixel) and shrunk
     to at most max_side (the cost grows with the area)."""
     longest = max(height, width)
-    target = min(max(longest, cfg["min_side"]), cfg["max_side_cuda" if cuda else "max_side_cpu"])
+    target = min(max(longest, cfg["min_side"]), max_side)
     multiple = cfg["side_multiple"]
     return tuple(max(multiple, int(round(side * target / longest / multiple)) * multiple)
                  for side in (height, width))
+
+
+def first_side(examples, stored, seconds, frames, cfg, cuda):
+    """The largest side (a multiple of side_multiple, from min_side up to max_side_cuda on a
+    GPU, rescan_side_cpu on a CPU) at which the frozen features of `examples` images are
+    estimated to take at most `seconds`, and a stored view of `stored` images fits in
+    second_view_max_mb."""
+    if cuda:
+        return cfg["max_side_cuda"]
+    multiple = cfg["side_multiple"]
+    side = cfg["rescan_side_cpu"]
+    while side > cfg["min_side"]:
+        pixels = side * side * max(1, frames)
+        cost = examples * pixels * cfg["feature_us_per_pixel"] * 1e-6
+        memory = stored * pixels * 3 / 2 ** 20
+        if cost <= seconds and memory <= cfg["second_view_max_mb"]:
+            break
+        side -= multiple
+    return max(side, cfg["min_side"])

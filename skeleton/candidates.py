@@ -1,0 +1,362 @@
+"""The candidates the scheduler (skeleton/scheduler.py) gives time to.
+
+NetworkCandidate: a network trained in phases (warm-up, cosine decay; each later phase
+  restarts from its best weights at a lower rate), evaluated on a log grid of its own time.
+  The scratch network (with the flip probe and the augmentation search) and the fine-tuned
+  pretrained trunk are two of these.
+FrozenHead: the transfer stage (skeleton/transfer.py): a linear head on frozen ImageNet
+  features, grown on more examples, then possibly a head on larger images (the rescan).
+"""
+import copy
+import logging
+import time
+
+import numpy as np
+
+from .metrics import log_loss
+from .scheduler import Candidate, Measurement, Offer, Report
+
+log = logging.getLogger("skeleton")
+
+
+class NetworkCandidate(Candidate):
+    def __init__(self, name, source, trainer, cfg, feed, keeper, second=False, start=0.0,
+                 search=False, optional=None):
+        self.name, self.source = name, source
+        self.trainer = trainer
+        self.cfg = cfg                  # the whole configuration (train, schedule, augment)
+        self.feed = feed
+        self.keeper = keeper
+        self.second = second and feed.has_second  # trains on the pretrained trunk's view
+        self._start = start
+        self.search = search            # the augmentation search after its first phase
+        self.optional = optional or (lambda stage, function, *args: function(*args))
+        self.phase_count = 0
+        self.peak_lr = cfg["train"]["lr"] if not second else trainer.cfg["lr"]
+        self.replanned = False
+        self.flip_probed = not cfg["train"]["flip"]
+        self.augment_search = None
+        self.best_score = -np.inf       # its own best held-out NAUC (its checkpoint's)
+        self.evaluated_at = 0.0         # its own seconds at the last evaluation
+        self.measured = False
+        self.eval_seconds = None        # how long an evaluation took
+
+    def start(self):
+        return self._start
+
+    def pending_cost(self, time_left):
+        if self.measured:
+            return None
+        return self.cfg["schedule"]["min_slice_s"] + (self.eval_seconds or 0.0)
+
+    def _eval_due(self):
+        sched = self.cfg["schedule"]
+        return max(self.evaluated_at * sched["test_ratio"],
+                   self.evaluated_at + sched["min_slice_s"])
+
+    def advance(self, seconds, time_left):
+        trainer = self.trainer
+        if trainer.phase is None:
+            if self.phase_count and time_left < self.cfg["train"]["min_phase_seconds"]:
+                return Report(finished=True, why="too little time for another phase")
+            self._start_phase(time_left)
+        chunk = max(0.2, min(seconds, self._eval_due() - trainer.seconds))
+        self.feed.read_more(min(self.cfg["schedule"]["read_slice_s"], chunk))
+        x, y = self.feed.arrays(self.second)
+        trainer.train_steps(x, y, self.feed.train_indices(self.second), chunk)
+        if not self.replanned and self._steps_per_second():
+            self._plan_phase(time_left, start=trainer.phase.start)  # now the speed is known
+            self.replanned = True
+        ended = trainer.phase_done()
+        if not ended and trainer.seconds < self._eval_due():
+            return Report()
+        report = self._evaluate()
+        if ended:
+            trainer.end_phase()
+        return report
+
+    def _steps_per_second(self):
+        t = self.trainer
+        return t.steps / t.seconds if t.seconds > 0 and t.steps >= 5 else None
+
+    def _plan_phase(self, time_left, start=None):
+        """At most horizon_epochs passes over the data and a share of the time left."""
+        train = self.cfg["train"]
+        speed = self._steps_per_second() or 5.0
+        feed = self.feed
+        examples = (len(feed.train_indices(True)) if self.second
+                    else max(len(feed.train_idx), feed.total))
+        epoch_steps = examples / self.trainer.batch
+        time_steps = train["horizon_budget_fraction"] * time_left * speed
+        peak = self.peak_lr * train["phase_lr_decay"] ** (self.phase_count - 1)
+        phase = self.trainer.plan_phase(min(train["horizon_epochs"] * epoch_steps, time_steps),
+                                        peak, start=start)
+        log.info("%s phase %d%s: %d steps at peak lr %.4f (%.1f steps/s)", self.name,
+                 self.phase_count, "" if start is None else " re-planned", phase.steps, peak,
+                 speed)
+
+    def _start_phase(self, time_left):
+        if self.phase_count:  # later phases restart from the best weights, at a lower rate
+            self.trainer.restore_best()
+            if self.phase_count == 1 and self.search and self.augment_search is None:
+                self.optional("augmentation search", self.search_augmentation, time_left)
+        self.phase_count += 1
+        self.replanned = self._steps_per_second() is not None
+        self._plan_phase(time_left)
+
+    def _evaluate(self):
+        """Score the network on the held-out examples; its checkpoint follows its own best
+        score, and its predictions are offered to the keeper."""
+        started = time.time()
+        trainer, feed = self.trainer, self.feed
+        self.evaluated_at = trainer.seconds
+        self.measured = True
+        valid = feed.valid_predictions(trainer.predict, self.second)
+        score = self.keeper.score_of(valid)
+        if not self.flip_probed and score is not None and score > 0.5:
+            self.optional("flip probe", self.probe_flip, score)
+        if score is None or score > self.best_score:
+            trainer.save_best()
+            if score is not None:
+                self.best_score = score
+        loss = (log_loss(self.keeper.labels, valid, trainer.multi_label)
+                if score is not None else None)
+        self.eval_seconds = time.time() - started
+        tta = self.cfg["train"]["tta_flip"] and trainer.flip
+        second = self.second
+        offer = Offer(self.source, valid,
+                      lambda: trainer.predict(feed.test_view(second), tta_flip=tta),
+                      lambda: self._snapshot(tta))
+        return Report(measured=Measurement(score, loss), offers=(offer,))
+
+    def _snapshot(self, tta):
+        """What saving this network needs (skeleton/persist.py): its weights now."""
+        from .persist import SavedNetwork
+        feed, trainer = self.feed, self.trainer
+        view = (feed.shape[0], *feed.store.x2.shape[2:4]) if self.second else feed.shape
+        weights = {k: v.detach().clone() for k, v in trainer.net.state_dict().items()}
+        return SavedNetwork(trainer.net, weights, trainer.temperature, tta, view)
+
+    def probe_flip(self, score):
+        """Flip augmentation and flip TTA only if flipped held-out images score about as well
+        as the originals for a network that never saw a flip (digits and text do not)."""
+        self.flip_probed = True
+        trainer = self.trainer
+        flipped = self.keeper.score_of(self.feed.valid_predictions(
+            lambda v: trainer.predict(np.ascontiguousarray(v[:, :, :, ::-1])), self.second))
+        tolerance = self.cfg["train"]["flip_tolerance"]
+        trainer.flip = flipped is not None and flipped >= score - tolerance
+        log.info("flip probe: valid NAUC %.4f flipped vs %.4f: flips %s", flipped, score,
+                 "on" if trainer.flip else "off")
+
+    def search_augmentation(self, time_left):
+        """Light Fast AutoAugment, once, between the first and second phase: images with a
+        held-out set, when enough time is left; it takes a bounded share of it."""
+        cfg = self.cfg["augment"]
+        feed = self.feed
+        if (not cfg["search"] or feed.kind != "image" or len(feed.valid_idx) == 0
+                or time_left < cfg["min_time_left_s"]):
+            return
+        from .augment import PolicyAugmenter, load_pool, search_policies
+
+        trainer = self.trainer
+        deadline = time.time() + min(cfg["max_seconds"], cfg["budget_fraction"] * time_left)
+        result = search_policies(
+            lambda transform: self.keeper.score_of(feed.valid_predictions(
+                lambda v: trainer.predict(v, transform=transform))),
+            load_pool(cfg["pool"], cfg["cutout"]), cfg, deadline, seed=cfg["seed"])
+        self.augment_search = result
+        if result.kept:
+            trainer.policy = PolicyAugmenter(result.subpolicies, cfg["ranges"], seed=cfg["seed"])
+
+
+class FrozenHead(Candidate):
+    """The transfer stage as a candidate: probe and test features (one step of unknown worth),
+    then the head grown on more examples, refitted on the held-out ones too, and, while the
+    head is the best model and the time allows, a head on the images read at a larger side."""
+    name = "frozen head"
+
+    def __init__(self, stage, cfg, feed, keeper, finetune=None):
+        self.stage = stage              # the TransferStage (skeleton/transfer.py)
+        self.cfg = cfg                  # the whole configuration
+        self.tcfg = cfg["transfer"]
+        self.feed = feed
+        self.keeper = keeper
+        self.finetune = finetune        # () -> a fine-tuning candidate, or None
+        self.handed_over = False
+        self.spawned = False
+
+    def pending_cost(self, time_left):
+        stage = self.stage
+        if stage.state in ("probe", "test"):
+            feed = self.feed
+            count = len(feed.valid_idx) + len(feed.test_x if feed.test_x is not None else ())
+            count += min(len(feed.train_idx), self.tcfg["probe_records"])
+            done = stage.features.computed
+            return max(0, count - done) * self._seconds_per_example()
+        if stage.state == "rescan":
+            return stage.rescan.seconds_left()
+        return None
+
+    def _seconds_per_example(self):
+        measured = self.stage.features.seconds_per_example()
+        if measured is not None:
+            return measured
+        side = self.feed.transfer_shape
+        return self.tcfg["feature_us_per_pixel"] * 1e-6 * side[0] * side[1] * self.feed.shape[0]
+
+    def advance(self, seconds, time_left):
+        stage, feed = self.stage, self.feed
+        if stage.state not in ("probe", "test"):  # the probe's examples are read already
+            feed.read_more(self.cfg["schedule"]["read_slice_s"])
+        second = feed.has_second
+        x, y = feed.arrays(second)
+        event = stage.work(x, y, feed.valid_idx, feed.train_indices(second),
+                           feed.test_view(second), self.keeper.beats, time.time() + seconds)
+        measured = Measurement(stage.score, self._loss(stage.valid))
+        if event == "drop":
+            return Report(measured=measured, finished=True,
+                          why=f"{self.keeper.source} beats its probe beyond the noise")
+        if event == "fitted":
+            # After its first handover the head is refitted on more examples: expected to be
+            # better, it replaces itself unless the held-out data says it got worse.
+            offer = Offer("transfer", stage.valid, stage.predict_test, self._snapshot,
+                          refit=self.handed_over)
+            self.handed_over = True
+            return Report(measured=measured, offers=(offer,))
+        if event == "refitted":
+            return Report(offers=(Offer("transfer", None, stage.predict_test, self._snapshot,
+                                        refresh=True),))
+        if event == "rescanned":
+            return self._judge_rescan()
+        if event == "complete":
+            spawned = self._spawn()
+            if self._start_rescan(time_left):
+                return Report(spawned=spawned)
+            return Report(finished=True, why="every usable example is under the head",
+                          spawned=spawned)
+        return Report()
+
+    def _spawn(self):
+        """Fine-tuning, once, when the head first has every usable example."""
+        if self.spawned or self.finetune is None:
+            return ()
+        self.spawned = True
+        candidate = self.finetune()
+        return (candidate,) if candidate is not None else ()
+
+    def _loss(self, valid):
+        if valid is None or self.keeper.labels is None:
+            return None
+        return log_loss(self.keeper.labels, valid, self.stage.head.multi_label)
+
+    def rescan_size(self, time_left):
+        """The larger side to read the images at once more, or None: images larger than the
+        trunk's first input, a head that is the best model, and an estimated cost (the
+        features' measured speed, scaled by the area) within `rescan_time_fraction` of the
+        time left. The largest side that fits, up to `rescan_side_cpu` / `_cuda`, and at
+        least `rescan_min_ratio` x the first one."""
+        from .data.profile import transfer_size
+        stage, feed, cfg = self.stage, self.feed, self.tcfg
+        per_example = stage.features.seconds_per_example()
+        if (stage.rescanned or feed.profile.is_video or per_example is None
+                or "transfer" not in self.keeper.sources or stage.fitted_idx is None):
+            return None
+        cuda = stage.device.type == "cuda"
+        first = max(feed.transfer_shape)
+        count = len(stage.fitted_idx) + len(feed.valid_idx) + len(feed.test_x)
+        side = cfg["rescan_side_cuda" if cuda else "rescan_side_cpu"]
+        while side >= cfg["rescan_min_ratio"] * first:
+            size = transfer_size(feed.profile.height, feed.profile.width, side, cfg)
+            area = size[0] * size[1] / (feed.transfer_shape[0] * feed.transfer_shape[1])
+            seconds = per_example * area * count
+            if (max(size) >= cfg["rescan_min_ratio"] * first
+                    and seconds <= cfg["rescan_time_fraction"] * time_left):
+                log.info("transfer: rescan at %s px, about %.0f s of %.0f s left",
+                         "x".join(map(str, size)), seconds, time_left)
+                return size, seconds
+            side -= cfg["side_multiple"]
+        return None
+
+    def _start_rescan(self, time_left):
+        found = self.rescan_size(time_left)
+        if found is None:
+            return False
+        size, seconds = found
+        feed = self.feed
+        self.stage.start_rescan(size, feed.reread(False, (1, *size)),
+                                feed.reread(True, (1, *size)), len(feed.test_x),
+                                feed.valid_idx, seconds)
+        return True
+
+    def _judge_rescan(self):
+        """The head on the larger features replaces the current one as its refit would:
+        unless the held-out data says it is worse beyond the noise."""
+        stage = self.stage
+        candidate, stage.candidate = stage.candidate, None
+        sides = "x".join(map(str, candidate.size))
+        if candidate.partner is not None:
+            sides = "x".join(map(str, candidate.partner.size)) + " + " + sides
+        log.info("transfer: head on %s-px features valid NAUC %s (before %s)", sides,
+                 _fmt(candidate.score), _fmt(stage.score))
+        offer = Offer("transfer", candidate.valid, candidate.predict_test,
+                      lambda: self._snapshot(candidate.head, candidate.size, candidate.partner),
+                      refit=True, on_taken=lambda: stage.adopt_rescan(candidate))
+        return Report(measured=Measurement(candidate.score, self._loss(candidate.valid)),
+                      offers=(offer,))
+
+    def _snapshot(self, head=None, size=None, partner=None):
+        """What saving the head needs: the trunk with the head on raw features, read in the
+        view its features came from (a two-side head: the larger view, shrunk inside for
+        the first side's head). None for video: its features are not the network's."""
+        from .persist import SavedNetwork
+        from .transfer import snapshot_with_head, with_input_size
+        feed, stage = self.feed, self.stage
+        if feed.profile.is_video:
+            return None
+        if head is None:
+            head, size, partner = stage.head, stage.size, stage.partner
+        partners = [partner] if partner is not None else []
+        if size is not None:
+            net = with_input_size(stage.net, size, [p.size for p in partners])
+        else:
+            net = stage.net
+        net, weights = snapshot_with_head(net, head, *(p.head for p in partners))
+        if size is not None:
+            view = (1, *size)
+        else:
+            view = (1, *feed.store.x2.shape[2:4]) if feed.has_second else feed.shape
+        return SavedNetwork(net, weights, 1.0, False, view)
+
+
+def finetune_candidate(stage, cfg, feed, keeper, device, flip, optional):
+    """The pretrained network, its head started from the fitted linear head and only its last
+    stages training, as a candidate that starts where the head is; None when too little is
+    measured to start it from (no head score)."""
+    from .trainer import Trainer
+    from .transfer import init_head_from, train_only_tail
+    tcfg = cfg["transfer"]
+    if stage.score is None or stage.size is not None:
+        return None  # a rescanned head reads another side than the stored view
+    net = copy.deepcopy(stage.net)  # the frozen head's trunk stays as saved
+    if not feed.profile.is_video:  # same pooled features: start from the fitted head
+        # The head fitted without the held-out examples: one that saw them would make the
+        # network's held-out score a lie.
+        init_head_from(net, stage.honest_head or stage.head)
+    train_only_tail(net, tcfg["finetune_blocks"])
+    # Predictions in batches of about as many pixels as the scratch network's.
+    side = feed.transfer_shape or feed.shape[1:]
+    area = feed.shape[1] * feed.shape[2] / float(side[0] * side[1])
+    test_batch = max(8, int(cfg["train"]["test_batch"] * min(1.0, area)))
+    train_cfg = dict(cfg["train"], temperature=1.0, lr=tcfg["finetune_lr"],
+                     test_batch=test_batch)
+    trainer = Trainer(net, train_cfg, device, feed.profile.multi_label, flip=flip,
+                      trunk_lr_scale=tcfg["trunk_lr_scale"], frozen_bn=tcfg["frozen_bn"])
+    log.info("transfer: fine-tuning %s is a candidate (head valid NAUC %.4f)", net.name,
+             stage.score)
+    return NetworkCandidate("fine-tuning", "finetune", trainer, cfg, feed, keeper, second=True,
+                            start=stage.score, optional=optional)
+
+
+def _fmt(score):
+    return "none" if score is None else f"{score:.4f}"
