@@ -79,6 +79,23 @@ def switches(run):
     return max(len(naucs) - 1, 0), sum(b < a for a, b in zip(naucs, naucs[1:]))
 
 
+def after_last_change(run):
+    """Share of the budget the run spent after its predictions last changed (the best model's
+    last held-out improvement, as the harness sees it): time that bought nothing. A run that
+    ended early spent only up to its end. None without predictions."""
+    budget = run.get("time_budget")
+    times = run.get("timestamps", [])
+    scores = run.get("nauc_scores", [])
+    if not budget or not times:
+        return None
+    last = times[0]
+    for t, before, after in zip(times[1:], scores, scores[1:]):
+        if t <= budget and after != before:
+            last = t
+    end = budget + min(0.0, run.get("overrun_s") or 0.0)
+    return max(0.0, min(end, budget) - min(last, budget)) / budget
+
+
 def switches_cell(runs):
     """DOWN/SWITCHES summed over runs with the share, and each run's when repeated."""
     pairs = [switches(r) for r in runs]
@@ -107,7 +124,7 @@ def _median_spread(values, fmt):
 def table(runs, labels):
     """Markdown table of one dataset: a row per code dir, medians (min-max) over repeats."""
     header = ("| code | ALC | ALC ratio | final NAUC | final acc. | first pred. (s) | "
-              "predictions | switches down | peak MB | crashes | runs |")
+              "predictions | switches down | after last change | peak MB | crashes | runs |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     base = None
     for label in labels:
@@ -125,6 +142,7 @@ def table(runs, labels):
             _median_spread([r.get("first_prediction_s") for r in mine], "{:.1f}"),
             _median_spread([r.get("num_predictions") for r in mine], "{:.0f}"),
             switches_cell(mine),
+            _median_spread([after_last_change(r) for r in mine], "{:.0%}"),
             f"{max(peaks):.0f}" if peaks else "-",
             str(sum(_is_crash(r) for r in mine)), f"{len(mine)} |"]))
     return "\n".join(lines)

@@ -84,6 +84,19 @@ def test_switches_down_on_a_scripted_curve():
         == "0/0"
 
 
+def test_after_last_change_is_the_share_of_the_budget_that_bought_nothing():
+    run = {"time_budget": 100.0, "timestamps": [5, 10, 20, 30, 150],
+           "nauc_scores": [0.4, 0.5, 0.5, 0.5, 0.9], "overrun_s": 1.0}
+    # Last change at 10 s (0.4 -> 0.5); 20 and 30 s repeat it; 150 s is past the budget.
+    assert bench.after_last_change(run) == pytest.approx(0.90)
+    early = dict(run, overrun_s=-40.0)  # it said it was done at 60 s: 50 s after the change
+    assert bench.after_last_change(early) == pytest.approx(0.50)
+    assert bench.after_last_change({"time_budget": 10, "timestamps": []}) is None
+    row = dict(run, label="a", alc=0.5, final_nauc=0.5, ingestion_success=True)
+    assert "| after last change |" in bench.table([row], ["a"])
+    assert "| 90% |" in bench.table([row], ["a"])
+
+
 def test_bench_subsample_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "good")
     zoo, out = tmp_path / "zoo", tmp_path / "out"
