@@ -230,7 +230,8 @@ def run(dataset_dir, code_dir, time_budget, output_dir=DEFAULT_OUTPUT_DIR,
     shape = solution.shape
     _fresh_dir(output_dir)
     _fresh_dir(score_dir)
-    folders = {"out": runfiles.OwnFolder(output_dir), "scores": runfiles.OwnFolder(score_dir)}
+    folders = {"out": runfiles.OwnFolder(output_dir, "output folder"),
+               "scores": runfiles.OwnFolder(score_dir, "score folder")}
     staging = tempfile.mkdtemp(prefix="autodl-run-")
     try:
         stage_dataset(data_dir, staging)
@@ -282,8 +283,10 @@ def _run(staging, name, shape, code_dir, time_budget, folders, scores, clock_rul
                 _handle(words, matrix, stamp, state, name, time_budget, clock_rule, out,
                         scores)
             if state["folder"] is None and not out.intact():
-                state["folder"] = f"{out.path}: the output folder was deleted or replaced " \
-                                  "during the run"
+                try:
+                    out.check()
+                except OSError as e:
+                    state["folder"] = str(e)
             if state["folder"]:
                 state["stopped"] = state["folder"] + ": ingestion stopped"
                 break

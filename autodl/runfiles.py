@@ -65,8 +65,9 @@ class OwnFolder:
 
     _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
-    def __init__(self, path):
+    def __init__(self, path, role="folder"):
         self.path = os.path.abspath(path)
+        self.role = role
         self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         info = os.fstat(self.fd)
         self.identity = (info.st_dev, info.st_ino)
@@ -82,7 +83,8 @@ class OwnFolder:
 
     def check(self):
         if self.fd is None or not self.intact():
-            raise FolderGone(f"{self.path}: the folder was deleted or replaced during the run")
+            raise FolderGone(f"{self.path}: the {self.role} was deleted or replaced during the "
+                             "run")
 
     def _create(self, name, extra=0):
         return os.open(name, self._FLAGS | extra, 0o644, dir_fd=self.fd)
