@@ -192,6 +192,10 @@ class Model:
             time.sleep(0.5)
         if BEHAVIOUR == "link_start" and self.calls == 2:
             start = os.path.join(_output_dir(), "start.txt")
+            for _ in range(100):  # the runner writes it when it takes the clock report
+                if os.path.exists(start):
+                    break
+                time.sleep(0.05)
             os.remove(start)
             os.symlink(os.environ["SCRIPTED_VICTIM"], start)
         if BEHAVIOUR == "delete_out" and self.calls == 2:
