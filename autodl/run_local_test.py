@@ -141,7 +141,7 @@ class Progress:
         elapsed = min(time.time() - start, self.bar.total)
         self.bar.set_description("running", refresh=False)
         self.bar.n = elapsed
-        naucs = [scores.scored[k][1] for k in sorted(scores.scored)[-1:]]
+        naucs = [scores.scored[max(scores.scored)][1]] if scores.scored else []
         self.bar.set_postfix_str(f"predictions {len(scores.scored)}" +
                                  (f", NAUC {naucs[-1]:.4f}" if naucs else ""), refresh=False)
         with self.lock:
