@@ -42,8 +42,13 @@ def parser():
     p.add_argument("--images", help="for a CSV: the folder its file names are relative to "
                                     "(default: the CSV's folder)")
     p.add_argument("--time_budget", type=float, default=60, help="seconds")
-    p.add_argument("--out", required=True, help="output folder (created; OUT/dataset and "
-                                                "OUT/run are replaced)")
+    p.add_argument("--out", required=True,
+                   help="output folder (created; a fit there replaces only what an earlier "
+                        "fit wrote, and one that holds anything else is refused)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="use an --out that holds other files too; they are left alone, and a "
+                        "file or folder named like fit's outputs that fit did not write is "
+                        "still refused")
     p.add_argument("--test_ratio", type=float, default=0.2,
                    help="share of each class held out as the test split when converting")
     p.add_argument("--seed", type=int, default=0, help="seed of the test split")

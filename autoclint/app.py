@@ -1,7 +1,10 @@
 """fit (convert if needed, run our model under a budget through the local runner, keep its
 predictions and model) and predict (a saved model on new images)."""
 import csv
+import errno
+import fcntl
 import glob
+import json
 import math
 import os
 import shutil
@@ -14,6 +17,66 @@ from . import REPO
 
 class UserError(ValueError):
     """Input the tool refuses: one line for the user, exit status 2."""
+
+
+# What fit made in --out, so that a later fit replaces only that; and the lock of a fit.
+MARK_FILE = ".autoclint-fit.json"
+LOCK_FILE = ".autoclint-fit.lock"
+FOLDERS = ("dataset", "run")  # replaced as a whole: only ever when fit made them
+FILES = ("model.pt", "run.json", "learning-curve.png", "predictions.csv")
+
+
+def _made_by_fit(out):
+    try:
+        with open(os.path.join(out, MARK_FILE)) as f:
+            made = json.load(f).get("made", [])
+        return {name for name in made if name in FOLDERS + FILES}
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def claim_out(out, overwrite, converting):
+    """Refuse an --out holding anything fit did not write (with --overwrite: anything fit
+    would replace); returns the names fit may replace there."""
+    if os.path.islink(out) or (os.path.exists(out) and not os.path.isdir(out)):
+        raise UserError(f"{out}: --out must be a folder (not a file or a link)")
+    if not os.path.exists(out):
+        return set()
+    made = _made_by_fit(out)
+    foreign = sorted(set(os.listdir(out)) - made - {MARK_FILE, LOCK_FILE})
+    ours_to_write = set(FILES) | {"run"} | ({"dataset"} if converting else set())
+    if foreign and not overwrite:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UserError(f"{out}: holds files fit did not write ({shown}); choose a new or "
+                        "empty folder, or pass --overwrite (fit then replaces only its own "
+                        "files)")
+    clash = [name for name in foreign if name in ours_to_write]
+    if clash:
+        raise UserError(f"{os.path.join(out, clash[0])}: not written by fit; refusing to "
+                        "replace it (even with --overwrite), choose another --out")
+    return made
+
+
+def lock_out(out):
+    """An exclusive lock on --out for this process's fit; UserError if another fit holds it.
+    The returned file must stay open for as long as the fit writes."""
+    fd = os.open(os.path.join(out, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW |
+                 os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise UserError(f"{out}: another fit is writing here; wait for it to end or "
+                            "choose another --out") from None
+        raise
+    return os.fdopen(fd, "r+")
+
+
+def _mark_out(out, made, converting):
+    names = made | set(FILES) | {"run"} | ({"dataset"} if converting else set())
+    with open(os.path.join(out, MARK_FILE), "w") as f:
+        json.dump({"made": sorted(names)}, f)
 
 
 def _is_autodl_dir(path):
@@ -92,7 +155,6 @@ def check_budget(value):
 
 
 def fit(args):
-    from autodl.run_local_test import format_summary, run
     check_budget(args.time_budget)
     if not os.path.isfile(os.path.join(REPO, "model.py")):
         raise UserError(f"{REPO}: no model.py here; fit runs from a checkout "
@@ -102,7 +164,21 @@ def fit(args):
     guard.refuse_overlap("--out", out, [("data", args.data)], UserError)
     guard.refuse_overlap("--out", out, [("images folder", args.images), ("repository", REPO)],
                          UserError, allow_inside=True)
+    converting = not _is_autodl_dir(args.data)
+    overwrite = getattr(args, "overwrite", False)
+    claim_out(out, overwrite, converting)  # before anything is created there
     os.makedirs(out, exist_ok=True)
+    lock = lock_out(out)
+    try:
+        made = claim_out(out, overwrite, converting)  # again, now that no other fit runs
+        _mark_out(out, made, converting)
+        return _fit(args, out)
+    finally:
+        lock.close()
+
+
+def _fit(args, out):
+    from autodl.run_local_test import format_summary, run
     dataset = _prepare_dataset(args.data, args.images, out, args.test_ratio, args.seed)
     name = os.path.basename(glob.glob(os.path.join(dataset, "*.data"))[0])[:-len(".data")]
     model_path = os.path.join(out, "model.pt")
@@ -113,7 +189,8 @@ def fit(args):
     summary = run(dataset, REPO, args.time_budget, output_dir=os.path.join(run_dir, "output"),
                   score_dir=os.path.join(run_dir, "scores"), progress=not args.quiet)
     print(format_summary(summary), flush=True)
-    shutil.copy(os.path.join(run_dir, "scores", "run.json"), os.path.join(out, "run.json"))
+    if os.path.exists(os.path.join(run_dir, "scores", "run.json")):
+        shutil.copy(os.path.join(run_dir, "scores", "run.json"), os.path.join(out, "run.json"))
     curve = os.path.join(run_dir, "scores", f"learning-curve-{name}.png")
     if os.path.exists(curve):
         shutil.copy(curve, os.path.join(out, "learning-curve.png"))

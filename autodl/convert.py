@@ -69,6 +69,27 @@ def _probe_image(path):
         return None
 
 
+def _to_8_bits(image):
+    """16-bit, 32-bit and float images scaled to 0..255 by their range (converting them to L
+    would clamp): integers by the 16-bit range (or their maximum when larger), floats by
+    [0, 1] when they lie there, else by their own minimum and maximum."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    if image.mode == "F":
+        if low < 0 or high > 1:
+            values = values - low
+            high = high - low
+        else:
+            high = 1.0
+    else:
+        values = np.maximum(values, 0)
+        high = max(high, 65535.0)
+    scaled = np.round(values * (255.0 / high)) if high > 0 else np.zeros_like(values)
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L")
+
+
 def _image_bytes(path, channels, fmt, target):
     """The file's own bytes when the model can read them as they are, else a PNG."""
     if fmt in ("JPEG", "PNG") and channels == target:
@@ -77,7 +98,7 @@ def _image_bytes(path, channels, fmt, target):
         if fmt == "JPEG" or Image.open(io.BytesIO(data)).mode in _TARGET_MODE.values():
             return data
     with Image.open(path) as image:
-        image = image.convert(_TARGET_MODE[target])
+        image = _to_8_bits(image).convert(_TARGET_MODE[target])
         out = io.BytesIO()
         image.save(out, format="PNG")
         return out.getvalue()
@@ -191,15 +212,43 @@ def _parse_csv(csv_path, images, f):
         path = os.path.join(images, name)
         if not os.path.isfile(path):
             raise ConvertError(f"{csv_path} line {line}: {name} not found in {images}")
-        rows.append((path, labels))
+        rows.append((path, labels, line))
     if not rows:
         raise ConvertError(f"{csv_path}: no rows")
+    rows = _merge_duplicates(csv_path, rows)
     classes = sorted({label for _, labels in rows for label in labels})
     if len(classes) < 2:
         raise ConvertError(f"{csv_path}: only one class ({classes[0]}); a classifier needs two "
                            "or more")
     index = {c: i for i, c in enumerate(classes)}
     return classes, [(path, sorted(index[c] for c in labels)) for path, labels in rows]
+
+
+def _merge_duplicates(csv_path, rows):
+    """One row per file: a repeated row is kept once (a note), and labels that disagree are
+    merged in a multi-label CSV and refused in a single-label one (a file in both splits
+    would leak test images into training)."""
+    multi_label = any(len(set(labels)) > 1 for _, labels, _ in rows)
+    first, merged = {}, {}
+    for path, labels, line in rows:
+        key = os.path.normcase(os.path.realpath(path))
+        if key not in first:
+            first[key] = line
+            merged[key] = (path, list(dict.fromkeys(labels)))
+            continue
+        kept = merged[key][1]
+        if set(labels) <= set(kept):
+            _warn(f"note: {csv_path} line {line} repeats {os.path.basename(path)} of line "
+                  f"{first[key]}; kept once")
+        elif multi_label:
+            kept += [label for label in labels if label not in kept]
+            _warn(f"note: {csv_path} line {line} gives {os.path.basename(path)} of line "
+                  f"{first[key]} more labels; merged into {' '.join(kept)}")
+        else:
+            raise ConvertError(f"{csv_path} lines {first[key]} and {line}: "
+                               f"{os.path.basename(path)} has two labels ({' '.join(kept)} "
+                               f"and {' '.join(labels)}); a single-label CSV needs one")
+    return list(merged.values())
 
 
 def check_destination(out, sources, allow_inside=False):

@@ -49,7 +49,7 @@ def _log(message):
 
 def resolve_code_dir(code_dir, scratch):
     """The folder holding model.py: code_dir itself, or a submission zip unpacked."""
-    code_dir = os.path.abspath(code_dir)
+    code_dir = source = os.path.abspath(code_dir)
     if os.path.isfile(code_dir) and zipfile.is_zipfile(code_dir):
         target = tempfile.mkdtemp(prefix="submission-", dir=scratch)
         extract_zip(code_dir, target)
@@ -57,7 +57,8 @@ def resolve_code_dir(code_dir, scratch):
     elif not os.path.isdir(code_dir):
         raise SubmissionError(f"{code_dir}: code_dir is neither a folder nor a zip file")
     if not os.path.isfile(os.path.join(code_dir, "model.py")):
-        raise SubmissionError(f"{code_dir}: no model.py at the root of the submission")
+        # Named after what the user gave: the unpack folder is temporary.
+        raise SubmissionError(f"{source}: no model.py at the root of the submission")
     return code_dir
 
 
@@ -115,17 +116,21 @@ def load_model_class(code_dir):
     sys.path.insert(0, code_dir)
     sys.modules.pop("model", None)
     module = call_submission("importing model.py", importlib.import_module, "model")
-    if not hasattr(module, "Model"):
+    # A module __getattr__ is submission code too.
+    model_class = call_submission("reading model.Model", getattr, module, "Model", None)
+    if model_class is None:
         raise SubmissionError(f"{module.__file__}: defines no class Model")
-    return module.Model
+    return model_class
 
 
 def check_prediction(prediction, shape, k):
+    # Converting runs the submission's code (__array__, __len__, __getitem__, __float__).
     try:
         array = np.asarray(prediction, dtype=np.float64)
-    except (TypeError, ValueError) as e:
+    except (Exception, SystemExit) as e:
         raise SubmissionError(f"test() call {k} returned something that is not a numeric "
-                              f"array ({type(prediction).__name__}: {e})") from None
+                              f"array ({type(prediction).__name__}: {type(e).__name__}: "
+                              f"{e})") from None
     if array.shape != shape:
         raise SubmissionError(f"test() call {k} returned shape {array.shape}, expected {shape} "
                               "(test records x classes)")
@@ -244,8 +249,12 @@ def run(dataset_dir, output_dir, code_dir, time_budget, clock_rule="2019-05", ou
     def remaining():
         return time_budget - (time.time() - clock["start"])
 
+    def done_training():  # a property is submission code: what it raises is the submission's
+        return call_submission("reading done_training",
+                               lambda: bool(getattr(model, "done_training", False)))
+
     k = 0
-    while not getattr(model, "done_training", False) and remaining() > 0:
+    while not done_training() and remaining() > 0:
         call_submission(f"train() call {k}", model.train, train_data,
                         remaining_time_budget=remaining())
         if remaining() <= 0:

@@ -50,9 +50,13 @@ def is_one_hot(solution: np.ndarray) -> bool:
 
 
 def accuracy(solution: np.ndarray, prediction: np.ndarray) -> float:
-    """Mean probability put on the true class, predictions L1-normalised per row."""
-    scores = np.abs(np.asarray(prediction, np.float64))
-    totals = scores.sum(axis=1, keepdims=True)
+    """Mean share put on the true class, each row divided by the sum of its absolute values
+    (the kit's definition): signed, in [-1, 1]; an all-zero row counts as uniform."""
+    scores = np.asarray(prediction, np.float64)
+    # Scaled by the row's largest magnitude first, so that huge values cannot overflow.
+    peak = np.abs(scores).max(axis=1, keepdims=True)
+    scores = scores / np.where(peak > 0, peak, 1.0)
+    totals = np.abs(scores).sum(axis=1, keepdims=True)
     uniform = np.full_like(scores, 1.0 / scores.shape[1])
     scores = np.where(totals > 0, scores / np.where(totals > 0, totals, 1.0), uniform)
     return float((np.asarray(solution) * scores).sum() / len(scores))

@@ -6,11 +6,10 @@ import, and the submission is using the CPU) draws the PNG once, at the end.
 """
 import base64
 import html
+import io
 import json
 import os
 import tempfile
-
-
 
 from .nauc import transform_time
 
@@ -38,17 +37,36 @@ def step_curve(timestamps, scores, time_budget, t0=60.0):
     return xs, ys
 
 
-def write_scores_txt(score_dir, result):
+def scores_txt(result):
     lines = [f"score: {result['alc']:.6f}", f"Duration: {result['duration']:.2f}",
              f"timestamps: {[round(t, 3) for t in result['timestamps']]}",
              f"nauc_scores: {[round(s, 6) for s in result['nauc_scores']]}"]
     if result.get("accuracy") is not None:
         lines.append(f"accuracy: {[round(a, 6) for a in result['accuracy']]}")
-    _write_atomic(os.path.join(score_dir, "scores.txt"), "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_scores_txt(score_dir, result):
+    _write_atomic(os.path.join(score_dir, "scores.txt"), scores_txt(result))
     _write_atomic(os.path.join(score_dir, "scores.json"), json.dumps(result, indent=1))
 
 
+def score_files(result, final):
+    """{file name: content} of the score folder; the PNG (slow: matplotlib) only when final."""
+    files = {"scores.txt": scores_txt(result), "scores.json": json.dumps(result, indent=1)}
+    png = learning_curve_bytes(result) if final else None
+    if png is not None:
+        files[f"learning-curve-{result['task_name']}.png"] = png
+    files["detailed_results.html"] = html_page(result, png, running=not final)
+    return files
+
+
 def learning_curve_png(path, result):
+    with open(path, "wb") as f:
+        f.write(learning_curve_bytes(result))
+
+
+def learning_curve_bytes(result):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -73,8 +91,10 @@ def learning_curve_png(path, result):
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
+    return buffer.getvalue()
 
 
 def _svg_curve(result, width=560, height=300):
@@ -86,10 +106,17 @@ def _svg_curve(result, width=560, height=300):
 
 
 def detailed_html(path, result, png_path=None, running=False):
-    refresh = '<meta http-equiv="refresh" content="5">' if running else ""
+    png = None
     if png_path and os.path.exists(png_path):
         with open(png_path, "rb") as f:
-            encoded = base64.b64encode(f.read()).decode()
+            png = f.read()
+    _write_atomic(path, html_page(result, png, running))
+
+
+def html_page(result, png=None, running=False):
+    refresh = '<meta http-equiv="refresh" content="5">' if running else ""
+    if png:
+        encoded = base64.b64encode(png).decode()
         figure = f'<img src="data:image/png;base64,{encoded}" alt="learning curve">'
     else:
         figure = _svg_curve(result)
@@ -103,4 +130,4 @@ def detailed_html(path, result, png_path=None, running=False):
             f"<p>status: {status}; time budget {result['time_budget']:g} s</p>{figure}"
             "<table border=1 cellpadding=3><tr><th>prediction</th><th>time (s)</th>"
             f"<th>NAUC</th></tr>{rows}</table></body></html>")
-    _write_atomic(path, page)
+    return page

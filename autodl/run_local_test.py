@@ -7,18 +7,18 @@ Without -code_dir it runs the submission at the repository root (our model.py); 
 baseline is -code_dir=autodl/reference_submission.
 
 Ingestion (the submission, in its own session, on a staged copy of NAME.data/ with no
-.solution above it) and scoring run as two processes. Nothing the submission writes is read
-back: ingestion reports on a pipe, this runner stamps each report on arrival, writes the
-prediction files, feeds scoring on its standard input, stops ingestion at clock start + T and
-then kills every process the submission started. Outputs: autodl/AutoDL_sample_result_submission/ (predictions, start.txt, end.txt)
-and autodl/AutoDL_scoring_output/ (scores.txt, scores.json, learning-curve-NAME.png,
-detailed_results.html, run.json).
+.solution above it) runs as a process; scoring runs here, in the runner. Nothing the
+submission writes is read back: ingestion reports on a pipe, this runner stamps each report on
+arrival, scores it from memory against the solution it read itself, writes the prediction
+files, stops ingestion at clock start + T and then kills every process the submission
+started. Outputs: autodl/AutoDL_sample_result_submission/ (predictions, start.txt, end.txt,
+ingestion.log) and autodl/AutoDL_scoring_output/ (scores.txt, scores.json,
+learning-curve-NAME.png, detailed_results.html, run.json).
 """
 import argparse
 import json
 import math
 import os
-import queue
 import shutil
 import signal
 import subprocess
@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if __package__ in (None, ""):  # run as a script: make the `autodl` package importable
     sys.path.insert(0, os.path.dirname(HERE))
 
-from autodl import guard, layout, runfiles  # noqa: E402
+from autodl import guard, layout, report, runfiles, score  # noqa: E402
 from autodl.flags import FlagError, add_flag, apply_submission_settings, str2bool  # noqa: E402
 from autodl.ingestion import CLOCK_RULES  # noqa: E402
 from autodl.reader import check_splits  # noqa: E402
@@ -46,20 +46,27 @@ KILL_GRACE_S = 2.0
 # The time before the clock starts (imports under 2019-08, construction too under 2019-12)
 # is capped: the 2019-12 rule's 20 minutes.
 SETUP_CAP_S = 20 * 60.0
-# After ingestion ends, scoring has this long to write its last results.
-SCORING_WAIT_S = 5.0
+# The runner's loop period: predictions arriving faster are superseded (see Report).
+TICK_S = 0.1
+# Predictions waiting for the runner; more that arrive within one tick supersede the newest.
+MAX_PENDING = 4
+# While the run goes on, the score folder's live page is rewritten at most this often.
+LIVE_PAGE_S = 2.0
+# Killing the tree stops trying after this long (a process stuck in the kernel).
+SWEEP_LIMIT_S = 5.0
 
 
 def check_dataset(dataset_dir):
-    """Fail before anything starts if the dataset is malformed; returns the task name."""
+    """Fail before anything starts if the dataset is malformed; returns the data folder, the
+    task name and the solution (the runner scores from this copy)."""
     data_dir = layout.find_data_dir(dataset_dir)
     name = layout.task_name(data_dir)
     check_splits(data_dir)
     test_spec = layout.read_metadata(layout.split_dir(data_dir, "test"))
-    layout.read_solution(layout.solution_path(os.path.dirname(data_dir), name),
-                         expected_rows=test_spec.sample_count,
-                         expected_cols=test_spec.output_dim)
-    return data_dir, name
+    solution = layout.read_solution(layout.solution_path(os.path.dirname(data_dir), name),
+                                    expected_rows=test_spec.sample_count,
+                                    expected_cols=test_spec.output_dim)
+    return data_dir, name, solution
 
 
 def check_output_dirs(dataset_dir, code_dir, output_dir, score_dir):
@@ -83,7 +90,11 @@ def _reap(process, rusage_box):
     """Non-blocking wait that keeps the child's resource usage (peak memory)."""
     if process.returncode is not None:
         return True
-    pid, status, rusage = os.wait4(process.pid, os.WNOHANG)
+    try:
+        pid, status, rusage = os.wait4(process.pid, os.WNOHANG)
+    except ChildProcessError:  # reaped elsewhere: its status is lost, not its end
+        process.returncode = -1
+        return True
     if pid == 0:
         return False
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -94,8 +105,8 @@ def _reap(process, rusage_box):
 class Progress:
     """A tqdm bar over the budget: elapsed time, predictions so far, latest NAUC.
 
-    The two processes' output is relayed line by line above the bar (and kept in
-    ingestion.log / scoring.log), so logs and bar never overwrite each other.
+    Ingestion's output is relayed line by line above the bar (and kept in ingestion.log), so
+    logs and bar never overwrite each other.
     """
 
     def __init__(self, enabled, budget):
@@ -107,12 +118,14 @@ class Progress:
                             bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s"
                                        " {postfix}", file=sys.stderr, mininterval=0.5)
 
-    def relay(self, stream, log_path):
+    def relay(self, stream, log):
         def pump():
-            with open(log_path, "w") as log:
+            with log:
                 for line in iter(stream.readline, ""):
-                    log.write(line)
-                    log.flush()
+                    try:
+                        log.write(line)
+                    except (OSError, ValueError):
+                        pass  # the log is only a copy: the terminal still gets the line
                     with self.lock:
                         if self.bar is not None:
                             self.bar.write(line.rstrip("\n"), file=sys.stderr)
@@ -122,15 +135,14 @@ class Progress:
         thread.start()
         return thread
 
-    def update(self, start, score_dir):
+    def update(self, start, scores):
         if self.bar is None or start is None:
             return
         elapsed = min(time.time() - start, self.bar.total)
         self.bar.set_description("running", refresh=False)
         self.bar.n = elapsed
-        scores = _read_json(os.path.join(score_dir, "scores.json")) or {}
-        naucs = scores.get("nauc_scores") or []
-        self.bar.set_postfix_str(f"predictions {len(naucs)}" +
+        naucs = [scores.scored[max(scores.scored)][1]] if scores.scored else []
+        self.bar.set_postfix_str(f"predictions {len(scores.scored)}" +
                                  (f", NAUC {naucs[-1]:.4f}" if naucs else ""), refresh=False)
         with self.lock:
             self.bar.refresh()
@@ -140,21 +152,21 @@ class Progress:
             self.bar.close()
 
 
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 class Report:
-    """Reads ingestion's pipe in a thread; each message is stamped on arrival (runner clock)."""
+    """Reads ingestion's pipe in a thread; each message is stamped on arrival (runner clock).
+
+    At most MAX_PENDING predictions wait for the runner: one that arrives while they wait
+    supersedes the newest of them (counted), so a flood costs neither memory nor time after
+    T. Only the first clock and end messages are kept.
+    """
 
     def __init__(self, fd, shape):
         self.stream = os.fdopen(fd, "rb")
         self.shape = shape
-        self.messages = queue.Queue()
+        self.lock = threading.Lock()
+        self.waiting = []
+        self.seen = set()
+        self.superseded = 0
         self.problem = None
         self.thread = threading.Thread(target=self._pump, daemon=True)
         self.thread.start()
@@ -165,39 +177,29 @@ class Report:
                 message = runfiles.read_message(self.stream, self.shape)
                 if message is None:
                     break
-                self.messages.put((time.time(), *message))
+                self._keep((time.time(), *message))
         except ValueError as e:  # only the submission can garble it: the rest is ignored
             self.problem = f"ingestion's report channel garbled ({e}); later reports ignored"
         finally:
             self.stream.close()
 
+    def _keep(self, item):
+        kind = item[1][0]
+        with self.lock:
+            if kind == "predict":
+                queued = [i for i, w in enumerate(self.waiting) if w[1][0] == "predict"]
+                if len(queued) >= MAX_PENDING:
+                    del self.waiting[queued[-1]]
+                    self.superseded += 1
+                self.waiting.append(item)
+            elif kind in ("clock", "end") and kind not in self.seen:
+                self.seen.add(kind)
+                self.waiting.append(item)
+
     def pending(self):
-        while True:
-            try:
-                yield self.messages.get_nowait()
-            except queue.Empty:
-                return
-
-
-class Scoring:
-    """The scoring process, fed on its standard input; writes to it never raise."""
-
-    def __init__(self, process, fd):
-        self.process = process
-        self.fd = fd
-
-    def send(self, header, matrix=None):
-        if self.fd is None:
-            return
-        try:
-            runfiles.send_all(self.fd, runfiles.encode_message(header, matrix))
-        except OSError:  # scoring died: the summary says what it wrote
-            self.close()
-
-    def close(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        with self.lock:
+            items, self.waiting = self.waiting, []
+        return items
 
 
 def stage_dataset(data_dir, staging):
@@ -221,70 +223,75 @@ def stage_dataset(data_dir, staging):
 def run(dataset_dir, code_dir, time_budget, output_dir=DEFAULT_OUTPUT_DIR,
         score_dir=DEFAULT_SCORE_DIR, clock_rule="2019-05", progress=True,
         setup_cap=SETUP_CAP_S):
-    """Run ingestion and scoring; returns the run summary (also written to run.json)."""
-    data_dir, name = check_dataset(dataset_dir)
+    """Run ingestion and score it; returns the run summary (also written to run.json)."""
+    data_dir, name, solution = check_dataset(dataset_dir)
     output_dir, score_dir = os.path.abspath(output_dir), os.path.abspath(score_dir)
     check_output_dirs(os.path.dirname(data_dir), code_dir, output_dir, score_dir)
-    test_spec = layout.read_metadata(layout.split_dir(data_dir, "test"))
-    shape = (test_spec.sample_count, test_spec.output_dim)
+    shape = solution.shape
     _fresh_dir(output_dir)
     _fresh_dir(score_dir)
+    folders = {"out": runfiles.OwnFolder(output_dir, "output folder"),
+               "scores": runfiles.OwnFolder(score_dir, "score folder")}
     staging = tempfile.mkdtemp(prefix="autodl-run-")
     try:
         stage_dataset(data_dir, staging)
         os.makedirs(os.path.join(staging, "tmp"))
-        return _run(data_dir, staging, name, shape, code_dir, time_budget, output_dir,
-                    score_dir, clock_rule, progress, setup_cap)
+        scores = score.Scores(name, solution,
+                              layout.solution_path(os.path.dirname(data_dir), name))
+        return _run(staging, name, shape, code_dir, time_budget, folders, scores,
+                    clock_rule, progress, setup_cap)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in folders.values():
+            folder.close()
 
 
-def _run(data_dir, staging, name, shape, code_dir, time_budget, output_dir, score_dir,
-         clock_rule, progress, setup_cap):
+def _run(staging, name, shape, code_dir, time_budget, folders, scores, clock_rule, progress,
+         setup_cap):
     _become_subreaper()
+    out = folders["out"]
     report_r, report_w = os.pipe()
-    piped = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                 errors="replace")
     # The submission's temporary files go to the staging folder, removed after the run.
     ingestion_env = dict(os.environ, TMPDIR=os.path.join(staging, "tmp"))
     me = os.getpid()
-    preexisting = [pid for pid, ppid in _process_table().items() if ppid == me]
+    preexisting = {pid for pid, (ppid, _) in _process_table().items() if ppid == me}
+    log = out.open_new("ingestion.log")
     launched = time.time()
     ingestion = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "ingestion.py"), "-dataset_dir", staging,
-         "-output_dir", output_dir, "-code_dir", os.path.abspath(code_dir),
+         "-output_dir", out.path, "-code_dir", os.path.abspath(code_dir),
          "-time_budget", str(time_budget), "-clock_rule", clock_rule,
          "-report_fd", str(report_w)],
-        pass_fds=(report_w,), env=ingestion_env, start_new_session=True, **piped)
+        pass_fds=(report_w,), env=ingestion_env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        errors="replace")
     os.close(report_w)
     tree = ProcessTree(ingestion, preexisting)
-    report = Report(report_r, shape)
-    # Scoring is light, but keep its numpy to one thread: the submission owns the CPU.
-    scoring_env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                       MKL_NUM_THREADS="1")
-    feed_r, feed_w = os.pipe()
-    scoring_process = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "score.py"), "-dataset_dir",
-         os.path.dirname(data_dir), "-score_dir", score_dir, "-stream"],
-        stdin=feed_r, env=scoring_env, **piped)
-    os.close(feed_r)
-    scoring = Scoring(scoring_process, feed_w)
-    tree.exclude.add(scoring_process.pid)
+    reports = Report(report_r, shape)
     bar = Progress(progress, time_budget)
-    relays = [bar.relay(ingestion.stdout, os.path.join(output_dir, "ingestion.log")),
-              bar.relay(scoring_process.stdout, os.path.join(score_dir, "scoring.log"))]
+    relay = bar.relay(ingestion.stdout, log)
     usage = []
-    state = {"start": None, "k": 0, "error": None, "stopped": None, "pid": ingestion.pid}
+    state = {"start": None, "k": 0, "error": None, "stopped": None, "ended": False,
+             "end_ok": False, "folder": None, "timestamps": None, "pid": ingestion.pid}
+    shown, ingestion_ended, success = 0.0, None, False
+    error = "the runner failed"
     try:
         while True:
             alive = not _reap(ingestion, usage)
             now = time.time()
-            for stamp, words, matrix in report.pending():
-                _handle(words, matrix, stamp, state, name, output_dir, time_budget,
-                        clock_rule, scoring)
+            for stamp, words, matrix in reports.pending():
+                _handle(words, matrix, stamp, state, name, time_budget, clock_rule, out,
+                        scores)
+            if state["folder"] is None and not out.intact():
+                try:
+                    out.check()
+                except OSError as e:
+                    state["folder"] = str(e)
+            if state["folder"]:
+                state["stopped"] = state["folder"] + ": ingestion stopped"
+                break
             if not alive:
                 break
-            tree.track()
             start = state["start"]
             if start is not None and now >= start + time_budget:
                 state["stopped"] = "time budget reached: ingestion stopped"
@@ -293,68 +300,109 @@ def _run(data_dir, staging, name, shape, code_dir, time_budget, output_dir, scor
                 state["stopped"] = (f"the clock did not start within {setup_cap:g} s "
                                     f"({clock_rule} rule): ingestion stopped")
                 break
-            bar.update(start, score_dir)
-            time.sleep(0.1)
+            if start is not None and now - shown >= LIVE_PAGE_S:
+                shown = now  # the live page, rewritten at most every LIVE_PAGE_S seconds
+                _write_scores(folders["scores"], scores.result("running", time_budget,
+                                                               clock_rule), final=False)
+            bar.update(start, scores)
+            time.sleep(TICK_S)
         decided = time.time()  # ingestion ended, or we stop it: later reports do not count
         if state["stopped"]:
             _log(state["stopped"])
             tree.stop(ingestion, usage)
-        tree.kill_all()  # whatever it left behind, in its group, a new session or orphaned
+        tree.kill_all(ingestion, usage)  # whatever it left behind, wherever it moved
         _reap_wait(ingestion, usage, 2.0)
         ingestion_ended = time.time()
-        report.thread.join(timeout=1.0)
-        for stamp, words, matrix in report.pending():  # sent before it ended
+        reports.thread.join(timeout=1.0)
+        for stamp, words, matrix in reports.pending():  # sent before it ended
             if stamp <= decided:
-                _handle(words, matrix, stamp, state, name, output_dir, time_budget,
-                        clock_rule, scoring)
-        error = state["stopped"] or state["error"] or report.problem
-        if error is None and ingestion.returncode != 0:
-            error = f"ingestion died (exit status {ingestion.returncode})"
-        if state["start"] is None and error is None:
-            error = "ingestion ended before starting the clock"
-        success = ingestion.returncode == 0 and state["stopped"] is None and \
-            state["error"] is None
+                _handle(words, matrix, stamp, state, name, time_budget, clock_rule, out,
+                        scores)
+        error = _ingestion_error(state, reports, ingestion)
+        success = error is None
         state["success"] = success
-        runfiles.write_end(output_dir, duration=ingestion_ended - launched, success=success,
-                           end_time=ingestion_ended, error=error)
-        scoring.send(f"end {'finished' if success else 'ingestion failed: ' + error}")
-        scoring.close()
         try:
-            scoring_process.wait(timeout=SCORING_WAIT_S)
-        except subprocess.TimeoutExpired:
-            _log("scoring did not finish in time: stopped")
+            out.write(runfiles.END_FILE, runfiles.end_text(
+                duration=ingestion_ended - launched, success=success,
+                end_time=ingestion_ended, error=error))
+        except OSError as e:
+            error = error or f"cannot write {runfiles.END_FILE}: {e}"
     finally:
-        scoring.close()
-        for process in (ingestion, scoring_process):
-            if process.poll() is None:
-                process.kill()
-        tree.kill_all()
-        for relay in relays:
-            relay.join(timeout=2.0)
+        if ingestion.poll() is None:
+            ingestion.kill()
+        tree.kill_all(ingestion, usage)
+        relay.join(timeout=2.0)
         bar.close()
-    return _summarise(output_dir, score_dir, name, time_budget, usage, ingestion_ended,
-                      state, error)
+        if state["timestamps"] is not None:
+            state["timestamps"].close()
+    status = "finished" if success else f"ingestion failed: {error}"
+    result = scores.result(status, time_budget, clock_rule)
+    result["superseded_predictions"] = reports.superseded
+    return _summarise(folders["scores"], result, time_budget, usage, ingestion_ended, state,
+                      error)
 
 
-def _handle(words, matrix, stamp, state, name, output_dir, time_budget, clock_rule, scoring):
+def _ingestion_error(state, report, ingestion):
+    """Why the run failed, in one line; None when it ran cleanly."""
+    if state["stopped"] or state["folder"] or state["error"] or report.problem:
+        return state["stopped"] or state["folder"] or state["error"] or report.problem
+    if ingestion.returncode != 0:
+        return f"ingestion died (exit status {ingestion.returncode})"
+    if state["start"] is None:
+        return "ingestion ended before starting the clock"
+    if not state["ended"]:
+        return ("exited early: ingestion ended (exit status 0) without its end message; the "
+                "submission left the process itself")
+    if not state["end_ok"]:
+        return "ingestion reported a failure without a reason"
+    return None
+
+
+def _handle(words, matrix, stamp, state, name, time_budget, clock_rule, out, scores):
     """One message from ingestion, stamped `stamp` by the runner."""
     kind = words[0]
     if kind == "clock" and state["start"] is None:
         state["start"] = stamp
-        runfiles.write_start(output_dir, pid=state["pid"], task_name=name, time_budget=time_budget,
-                             start_time=stamp, clock_rule=clock_rule)
-        scoring.send(f"start {stamp!r} {time_budget!r} {clock_rule}")
+        try:
+            # Opened once, by the runner: a link put at start.txt later is never written through.
+            state["timestamps"] = out.open_new(runfiles.START_FILE)
+            state["timestamps"].write(runfiles.start_text(
+                pid=state["pid"], task_name=name, time_budget=time_budget, start_time=stamp,
+                clock_rule=clock_rule))
+        except OSError as e:
+            state["folder"] = state["folder"] or runfiles.one_line(e)
     elif kind == "predict" and state["start"] is not None:
         elapsed = stamp - state["start"]
         if elapsed > time_budget:
             return  # too late to count
         k = state["k"]
         state["k"] += 1
-        runfiles.append_timestamp(output_dir, k, stamp)
-        runfiles.write_prediction(runfiles.prediction_path(output_dir, name, k), matrix)
-        scoring.send(f"predict {k} {elapsed!r}", matrix)
-    elif kind == "end" and len(words) > 2 and state["error"] is None:
-        state["error"] = " ".join(words[2:])
+        # Scored from memory first: whatever happens to the folder, the prediction counts.
+        scores.add(k, elapsed, lambda: matrix, f"{name}.predict_{k}")
+        try:
+            if state["timestamps"] is not None:
+                state["timestamps"].write(f"{k}: {stamp!r}\n")
+            out.write(os.path.basename(runfiles.prediction_path("", name, k)),
+                      runfiles.prediction_text(matrix))
+        except OSError as e:
+            state["folder"] = state["folder"] or runfiles.one_line(e)
+    elif kind == "end":
+        state["ended"] = True
+        state["end_ok"] = len(words) > 1 and words[1] == "1"
+        if len(words) > 2 and state["error"] is None:
+            state["error"] = " ".join(words[2:])
+
+
+def _write_scores(folder, result, final):
+    """The score folder's files; False (and a line) when the folder is no longer ours."""
+    try:
+        for file_name, content in report.score_files(result, final).items():
+            folder.write(file_name, content)
+        return True
+    except OSError as e:
+        if final:
+            _log(f"error: scores not written: {runfiles.one_line(e)}")
+        return False
 
 
 def _log(message):
@@ -369,7 +417,8 @@ def _reap_wait(process, usage, timeout):
 
 def _become_subreaper():
     """Orphaned descendants of ingestion become our children instead of init's, so that
-    ProcessTree still finds them (Linux; elsewhere the process group is what is stopped)."""
+    every process the submission starts stays in our tree (Linux; elsewhere the process group
+    is what is stopped)."""
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
@@ -379,7 +428,7 @@ def _become_subreaper():
 
 
 def _process_table():
-    """{pid: ppid} of every process, from /proc."""
+    """{pid: (ppid, state letter)} of every process, from /proc."""
     table = {}
     try:
         entries = os.listdir("/proc")
@@ -393,74 +442,77 @@ def _process_table():
                 fields = f.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        table[int(entry)] = int(fields[1])
+        table[int(entry)] = (int(fields[1]), fields[0])
     return table
 
 
 class ProcessTree:
-    """Ingestion and everything it started, whatever group or session they moved to."""
+    """Everything ingestion started, whatever group, session or parent it moved to.
+
+    The runner is the subreaper of its tree: a process whose parent ends is re-parented to
+    the runner, never to init, so every process the submission starts stays our descendant
+    through its parent links. A sweep kills every descendant; the sweeps go on until one finds
+    no descendant at all, not even a zombie. A zombie is reaped only after the sweep that saw
+    it, and its children were re-parented before it became one, so the next sweep sees them:
+    a fork loop that keeps changing its pid cannot slip between two sweeps.
+    """
 
     def __init__(self, process, preexisting):
-        self.process = process
         self.root = process.pid
         self.me = os.getpid()
         self.exclude = set(preexisting)  # our children from before ingestion: not its tree
-        self.known = {self.root}
 
     def members(self):
+        """{pid: (ppid, state)} of our descendants, zombies included."""
         table = _process_table()
         children = {}
-        for pid, ppid in table.items():
+        for pid, (ppid, _) in table.items():
             children.setdefault(ppid, []).append(pid)
-        # Orphans re-parented to us (we are the subreaper): our children that we did not
-        # start ourselves (before ingestion, or scoring).
-        reaped = self.process.returncode is not None  # its pid may be anyone's now
-        roots = [p for p in self.known if p in table and not (reaped and p == self.root)]
-        roots += [p for p in children.get(self.me, []) if p not in self.exclude]
-        found, stack = set(), roots
+        found, stack = {}, list(children.get(self.me, []))
         while stack:
             pid = stack.pop()
             if pid in found or pid in self.exclude or pid == self.me:
                 continue
-            found.add(pid)
+            found[pid] = table[pid]
             stack.extend(children.get(pid, []))
         return found
 
-    def track(self):
-        # Recomputed, not accumulated: a pid that ended is forgotten before it can be reused.
-        self.known = self.members() | {self.root}
-
     def stop(self, ingestion, usage):
-        """SIGTERM ingestion's group, SIGKILL everything KILL_GRACE_S later."""
-        self.track()
+        """SIGTERM ingestion's group and give it KILL_GRACE_S to end."""
         _signal_group(self.root, signal.SIGTERM)
         deadline = time.time() + KILL_GRACE_S
-        while time.time() < deadline:
-            self.track()
-            if _reap(ingestion, usage):
-                break
+        while time.time() < deadline and not _reap(ingestion, usage):
             time.sleep(0.05)
 
-    def kill_all(self):
-        for _ in range(50):
+    def kill_all(self, ingestion, usage):
+        """Kill and reap our whole tree; False (and a line) if it is not empty within
+        SWEEP_LIMIT_S."""
+        deadline = time.time() + SWEEP_LIMIT_S
+        while True:
             _signal_group(self.root, signal.SIGKILL)
             members = self.members()
-            self.known = members | {self.root}
+            if not members:
+                return True
             for pid in members:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
-            for pid in list(self.known):
-                if pid == self.root:
-                    continue  # its Popen reaps it
+            for pid, (ppid, state) in members.items():
+                if state != "Z" or ppid != self.me:
+                    continue
+                if pid == ingestion.pid:
+                    _reap(ingestion, usage)  # keeps its status and peak memory
+                    continue
                 try:
                     os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
                     pass
-            if not [p for p in members if p != self.root and not _is_zombie(p)]:
-                return
-            time.sleep(0.02)
+            if time.time() > deadline:
+                _log(f"{len(members)} processes still alive after {SWEEP_LIMIT_S:g} s of "
+                     "killing: " + " ".join(map(str, sorted(members)[:10])))
+                return False
+            time.sleep(0.005)
 
 
 def _signal_group(pgid, sig):
@@ -470,35 +522,36 @@ def _signal_group(pgid, sig):
         pass
 
 
-def _is_zombie(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _summarise(output_dir, score_dir, name, time_budget, usage, ingestion_ended, state,
-               error):
-    scores = _read_json(os.path.join(score_dir, "scores.json")) or {}
+def _summarise(folder, result, time_budget, usage, ingestion_ended, state, error):
+    """The run summary, from what the runner holds; the score folder's files written last."""
     start = state["start"]
+    problems = result.get("problems") or []
+    written = _write_scores(folder, result, final=True)
+    if not written:
+        problems = problems + [f"{folder.path}: the score folder was deleted or replaced "
+                               "during the run; scores not written there"]
     summary = {
-        "task_name": name, "time_budget": time_budget,
-        "alc": scores.get("alc", 0.0), "final_nauc": scores.get("final_nauc", 0.0),
-        "final_accuracy": (scores.get("accuracy") or [None])[-1],
-        "first_prediction_s": scores.get("first_prediction_s"),
-        "num_predictions": scores.get("num_predictions", 0),
+        "task_name": result["task_name"], "time_budget": time_budget,
+        "alc": result["alc"], "final_nauc": result["final_nauc"],
+        "final_accuracy": (result.get("accuracy") or [None])[-1],
+        "first_prediction_s": result["first_prediction_s"],
+        "num_predictions": result["num_predictions"],
+        "superseded_predictions": result.get("superseded_predictions", 0),
         "ingestion_success": bool(state.get("success")),
-        "error": error or ("; ".join(scores.get("problems", [])) or None),
+        "error": error or ("; ".join(problems) or None),
+        "warnings": problems,
         "peak_rss_mb": round(usage[0].ru_maxrss / 1024.0, 1) if usage else None,
         # How long ingestion outlived the budget (negative: it finished early).
         "overrun_s": round(ingestion_ended - start - time_budget, 3) if start else None,
         # How long the whole run (scoring and the clean-up included) outlived the budget.
         "run_overrun_s": round(time.time() - start - time_budget, 3) if start else None,
-        "timestamps": scores.get("timestamps", []), "nauc_scores": scores.get("nauc_scores", []),
+        "timestamps": result["timestamps"], "nauc_scores": result["nauc_scores"],
     }
-    with open(os.path.join(score_dir, "run.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    if written:
+        try:
+            folder.write("run.json", json.dumps(summary, indent=1))
+        except OSError as e:
+            _log(f"error: run.json not written: {runfiles.one_line(e)}")
     return summary
 
 

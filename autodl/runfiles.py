@@ -7,6 +7,8 @@ prediction file found by scoring always has its time already recorded.
 import glob
 import os
 import re
+import secrets
+import stat
 import tempfile
 
 import numpy as np
@@ -37,13 +39,109 @@ def _parse_lines(path):
 
 def write_start(output_dir, *, pid, task_name, time_budget, start_time, clock_rule):
     _write_atomic(os.path.join(output_dir, START_FILE),
-                  f"ingestion_pid: {pid}\ntask_name: {task_name}\ntime_budget: {time_budget}\n"
-                  f"start_time: {start_time!r}\nclock_rule: {clock_rule}\n")
+                  start_text(pid=pid, task_name=task_name, time_budget=time_budget,
+                             start_time=start_time, clock_rule=clock_rule))
 
 
 def append_timestamp(output_dir, k, timestamp):
-    with open(os.path.join(output_dir, START_FILE), "a") as f:
+    # O_NOFOLLOW: a link put in start.txt's place fails here instead of being written through.
+    fd = os.open(os.path.join(output_dir, START_FILE),
+                 os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "w") as f:
         f.write(f"{k}: {timestamp!r}\n")
+
+
+class FolderGone(OSError):
+    """A folder the runner writes into was deleted or replaced while it ran."""
+
+
+class OwnFolder:
+    """A folder the runner writes into through a descriptor it opened itself.
+
+    Each file is created new (O_EXCL | O_NOFOLLOW) under a random name and renamed into place,
+    so a link planted under the final name is replaced, never followed. A folder that is no
+    longer the one opened (deleted, renamed, replaced by a link) raises FolderGone.
+    """
+
+    _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+    def __init__(self, path, role="folder"):
+        self.path = os.path.abspath(path)
+        self.role = role
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        info = os.fstat(self.fd)
+        self.identity = (info.st_dev, info.st_ino)
+
+    def intact(self):
+        try:
+            info = os.stat(self.path, follow_symlinks=False)
+            # A deleted folder keeps its inode while we hold it open, but has no links left.
+            return (stat.S_ISDIR(info.st_mode) and os.fstat(self.fd).st_nlink > 0
+                    and (info.st_dev, info.st_ino) == self.identity)
+        except (OSError, TypeError):
+            return False
+
+    def check(self):
+        if self.fd is None or not self.intact():
+            raise FolderGone(f"{self.path}: the {self.role} was deleted or replaced during the "
+                             "run")
+
+    def _create(self, name, extra=0):
+        return os.open(name, self._FLAGS | extra, 0o644, dir_fd=self.fd)
+
+    def write(self, name, data):
+        """Replace `name` with data (bytes or text) atomically."""
+        self.check()
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        tmp = f".tmp-{secrets.token_hex(8)}-{name}"
+        fd = self._create(tmp)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=self.fd)
+            except OSError:
+                pass
+            raise
+
+    def open_new(self, name, mode="w"):
+        """A fresh file `name` (whatever was there is unlinked), open for appending; only
+        this descriptor writes it, wherever the name is pointed later."""
+        self.check()
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise FolderGone(f"{os.path.join(self.path, name)}: a folder stands there") from None
+        fd = self._create(name, os.O_APPEND)
+        return os.fdopen(fd, mode, buffering=1) if "b" not in mode else os.fdopen(fd, mode)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def start_text(*, pid, task_name, time_budget, start_time, clock_rule):
+    return (f"ingestion_pid: {pid}\ntask_name: {task_name}\ntime_budget: {time_budget}\n"
+            f"start_time: {start_time!r}\nclock_rule: {clock_rule}\n")
+
+
+def end_text(*, duration, success, end_time, error=None):
+    text = (f"ingestion_duration: {duration:.3f}\ningestion_success: {int(success)}\n"
+            f"end_time: {end_time!r}\n")
+    if error:
+        text += f"error: {one_line(error)}\n"
+    return text
+
+
+def prediction_text(prediction):
+    # 9 significant digits keep float32 rankings intact (no ties added by rounding).
+    return "\n".join(" ".join(f"{v:.9g}" for v in row) for row in prediction.tolist()) + "\n"
 
 
 def read_start(output_dir):
@@ -57,11 +155,8 @@ def read_start(output_dir):
 
 
 def write_end(output_dir, *, duration, success, end_time, error=None):
-    text = (f"ingestion_duration: {duration:.3f}\ningestion_success: {int(success)}\n"
-            f"end_time: {end_time!r}\n")
-    if error:
-        text += f"error: {' '.join(str(error).split())}\n"
-    _write_atomic(os.path.join(output_dir, END_FILE), text)
+    _write_atomic(os.path.join(output_dir, END_FILE),
+                  end_text(duration=duration, success=success, end_time=end_time, error=error))
 
 
 def read_end(output_dir):
@@ -92,9 +187,7 @@ def list_predictions(output_dir, task_name):
 
 
 def write_prediction(path, prediction: np.ndarray):
-    # 9 significant digits keep float32 rankings intact (no ties added by rounding).
-    rows = "\n".join(" ".join(f"{v:.9g}" for v in row) for row in prediction.tolist())
-    _write_atomic(path, rows + "\n")
+    _write_atomic(path, prediction_text(prediction))
 
 
 def read_prediction(path) -> np.ndarray:

@@ -1,15 +1,11 @@
 """The scoring program: scores each prediction as it arrives against NAME.solution.
 
-Two ways to get predictions:
+The platform's way: it waits for ingestion's start.txt, reads its header once, polls the
+prediction folder every second and stops at start_time + time_budget. It never signals any
+process. The local runner does not use this program: it scores in its own process, from the
+predictions it received (`Scores`), so that nothing the submission can reach takes part.
 
-- `-stream` (what the local runner uses): the runner feeds the clock start and each
-  prediction, stamped with its own clock, on standard input (see runfiles); nothing the
-  submission can write is read.
-- otherwise (the platform's way), it waits for ingestion's start.txt, reads its header once,
-  polls the prediction folder every second and stops at start_time + time_budget. It never
-  signals any process: stopping ingestion is the runner's job.
-
-    python -m autodl.score --dataset_dir D --prediction_dir P --score_dir S [-stream]
+    python -m autodl.score --dataset_dir D --prediction_dir P --score_dir S
 """
 import argparse
 import os
@@ -29,20 +25,86 @@ def _log(message):
     print(f"[score] {message}", file=sys.stderr, flush=True)
 
 
+def degenerate_warning(solution, name):
+    """A line naming a test set on which every submission scores NAUC 0, else None."""
+    solution = np.asarray(solution)
+    rows = solution.shape[0]
+    if rows < 2:
+        return (f"{name}: the test set holds {rows} example; NAUC needs positives and "
+                "negatives in a class, so every submission scores 0")
+    if np.isnan(nauc.column_aucs(solution, np.zeros(solution.shape))).all():
+        return (f"{name}: no class has both positive and negative test examples (one class "
+                "only?), so every submission scores NAUC 0")
+    return None
+
+
+class Scores:
+    """The scores of a run, in memory: NAUC (and accuracy when one-hot) per prediction."""
+
+    def __init__(self, task_name, solution, source=None):
+        self.task_name = task_name
+        self.solution = solution
+        self.one_hot = nauc.is_one_hot(solution)
+        self.scored = {}  # k -> (time since start, nauc, accuracy or None)
+        self.problems = []
+        warning = degenerate_warning(solution, source or f"{task_name}.solution")
+        if warning:
+            _log(f"warning: {warning}")
+            self.problems.append(warning)
+
+    def add(self, k, elapsed, read, name):
+        """Score prediction k made `elapsed` s after the clock start; read() gives it."""
+        try:
+            prediction = read()
+            if prediction.shape != self.solution.shape:
+                raise ValueError(f"shape {prediction.shape}, expected {self.solution.shape}")
+            if not np.isfinite(prediction).all():
+                raise ValueError("holds NaN or infinite values")
+            score = nauc.nauc(self.solution, prediction)
+            acc = nauc.accuracy(self.solution, prediction) if self.one_hot else None
+        except (OSError, ValueError) as e:
+            self.problems.append(f"{name}: {e}; scored 0")
+            score, acc = 0.0, 0.0 if self.one_hot else None
+        self.scored[k] = (elapsed, score, acc)
+        return score
+
+    def result(self, status, time_budget, clock_rule=None):
+        budget = time_budget or 0.0
+        entries = [self.scored[k] for k in sorted(self.scored)]
+        counted = [e for e in entries if e[0] <= budget]
+        timestamps = [e[0] for e in entries]
+        naucs = [e[1] for e in entries]
+        return {
+            "task_name": self.task_name, "time_budget": budget, "status": status,
+            "alc": nauc.alc(timestamps, naucs, budget) if budget else 0.0,
+            "duration": timestamps[-1] if timestamps else 0.0,
+            "timestamps": timestamps, "nauc_scores": naucs,
+            "accuracy": [e[2] for e in entries] if self.one_hot else None,
+            "final_nauc": counted[-1][1] if counted else 0.0,
+            "first_prediction_s": timestamps[0] if timestamps else None,
+            "num_predictions": len(counted),
+            "clock_rule": clock_rule,
+            "problems": list(self.problems),
+        }
+
+
 class Scorer:
+    """The platform's way: scores what ingestion writes in its prediction folder."""
+
     def __init__(self, dataset_dir, prediction_dir, score_dir, poll_s=1.0):
         self.prediction_dir = os.path.abspath(prediction_dir)
         self.score_dir = os.path.abspath(score_dir)
         data_dir = layout.find_data_dir(dataset_dir)
         self.task_name = layout.task_name(data_dir)
         test_spec = layout.read_metadata(layout.split_dir(data_dir, "test"))
-        self.solution = layout.read_solution(
-            layout.solution_path(os.path.dirname(data_dir), self.task_name),
-            expected_rows=test_spec.sample_count, expected_cols=test_spec.output_dim)
-        self.one_hot = nauc.is_one_hot(self.solution)
+        solution_path = layout.solution_path(os.path.dirname(data_dir), self.task_name)
+        self.solution = layout.read_solution(solution_path,
+                                             expected_rows=test_spec.sample_count,
+                                             expected_cols=test_spec.output_dim)
+        self.scores = Scores(self.task_name, self.solution, solution_path)
+        self.problems = self.scores.problems
+        self.scored = self.scores.scored
         self.poll_s = poll_s
-        self.scored = {}  # k -> (time since start, nauc, accuracy or None)
-        self.problems = []
         self.start = None
 
     def wait_for_start(self, max_wait_s):
@@ -66,19 +128,7 @@ class Scorer:
         return False
 
     def add(self, k, elapsed, read, name):
-        """Score prediction k made `elapsed` s after the clock start; read() gives it."""
-        try:
-            prediction = read()
-            if prediction.shape != self.solution.shape:
-                raise ValueError(f"shape {prediction.shape}, expected {self.solution.shape}")
-            if not np.isfinite(prediction).all():
-                raise ValueError("holds NaN or infinite values")
-            score = nauc.nauc(self.solution, prediction)
-            acc = nauc.accuracy(self.solution, prediction) if self.one_hot else None
-        except (OSError, ValueError) as e:
-            self.problems.append(f"{name}: {e}; scored 0")
-            score, acc = 0.0, 0.0 if self.one_hot else None
-        self.scored[k] = (elapsed, score, acc)
+        score = self.scores.add(k, elapsed, read, name)
         _log(f"prediction {k} at {elapsed:.2f} s: NAUC {score:.4f}")
 
     def score_new(self):
@@ -97,23 +147,8 @@ class Scorer:
         return added
 
     def result(self, status):
-        budget = self.start["time_budget"] if self.start else 0.0
-        entries = [self.scored[k] for k in sorted(self.scored)]
-        counted = [e for e in entries if e[0] <= budget]
-        timestamps = [e[0] for e in entries]
-        naucs = [e[1] for e in entries]
-        return {
-            "task_name": self.task_name, "time_budget": budget, "status": status,
-            "alc": nauc.alc(timestamps, naucs, budget) if budget else 0.0,
-            "duration": timestamps[-1] if timestamps else 0.0,
-            "timestamps": timestamps, "nauc_scores": naucs,
-            "accuracy": [e[2] for e in entries] if self.one_hot else None,
-            "final_nauc": counted[-1][1] if counted else 0.0,
-            "first_prediction_s": timestamps[0] if timestamps else None,
-            "num_predictions": len(counted),
-            "clock_rule": self.start.get("clock_rule") if self.start else None,
-            "problems": self.problems,
-        }
+        return self.scores.result(status, self.start["time_budget"] if self.start else 0.0,
+                                  self.start.get("clock_rule") if self.start else None)
 
     def write(self, status, final=False):
         os.makedirs(self.score_dir, exist_ok=True)
@@ -150,33 +185,6 @@ class Scorer:
         self.score_new()
         return self.finish(status)
 
-    def run_stream(self, stream):
-        """Stream mode: the runner's messages on `stream` until it closes it."""
-        os.makedirs(self.score_dir, exist_ok=True)
-        status = "ingestion did not start"
-        shape = self.solution.shape
-        while True:
-            try:
-                message = runfiles.read_message(stream, shape)
-            except ValueError as e:
-                self.problems.append(f"runner stream: {e}")
-                break
-            if message is None:
-                break
-            words, matrix = message
-            if words[0] == "start":
-                self.start = {"start_time": float(words[1]), "time_budget": float(words[2]),
-                              "clock_rule": words[3] if len(words) > 3 else ""}
-                status = "finished"
-                self.write("running")
-            elif words[0] == "predict" and self.start is not None:
-                self.add(int(words[1]), float(words[2]), lambda: matrix,
-                         f"{self.task_name}.predict_{words[1]}")
-                self.write("running")
-            elif words[0] == "end":
-                status = " ".join(words[1:]) or status
-        return self.finish(status)
-
     def finish(self, status):
         if status != "finished":
             self.problems.append(status)
@@ -190,25 +198,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_flag(parser, "dataset_dir", required=True, help="folder holding NAME.data/ and "
              "NAME.solution")
-    add_flag(parser, "prediction_dir", default=None, help="ingestion's output folder (not "
-             "with -stream)")
+    add_flag(parser, "prediction_dir", required=True, help="ingestion's output folder")
     add_flag(parser, "score_dir", required=True, help="where scores and curves are written")
     add_flag(parser, "max_wait", type=float, default=1500.0,
              help="seconds to wait for ingestion to start the clock (default 1500)")
-    add_flag(parser, "stream", action="store_true",
-             help="read the runner's messages on standard input instead of the folder")
     args = parser.parse_args(argv)
-    if not args.stream and not args.prediction_dir:
-        parser.error("-prediction_dir is required without -stream")
     try:
-        scorer = Scorer(args.dataset_dir, args.prediction_dir or ".", args.score_dir)
+        scorer = Scorer(args.dataset_dir, args.prediction_dir, args.score_dir)
     except layout.DatasetError as e:
         _log(f"error: {e}")
         return 2
-    if args.stream:
-        result = scorer.run_stream(sys.stdin.buffer)
-    else:
-        result = scorer.run(args.max_wait)
+    result = scorer.run(args.max_wait)
     return 0 if result["status"] != "ingestion did not start" else 1
 
 

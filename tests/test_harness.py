@@ -68,6 +68,11 @@ def test_submission_sleeping_past_the_budget_is_stopped(tmp_path, tiny_dataset, 
     ("raise_test", "test() call 1 raised KeyError", 1),
     ("wrong_shape", "test() call 1 returned shape (30, 4), expected (30, 3)", 1),
     ("nan", "test() call 1 returned NaN", 1),
+    ("bad_array", "test() call 1 returned something that is not a numeric array "
+                  "(Unconvertible: RuntimeError: scripted failure in __array__)", 1),
+    ("bad_done", "reading done_training raised RuntimeError: scripted failure in "
+                 "done_training", 1),
+    ("exit_early", "exited early", 1),
 ])
 def test_faulty_submissions_are_named_and_earlier_predictions_kept(
         tmp_path, tiny_dataset, monkeypatch, behaviour, message, predictions):
@@ -94,6 +99,11 @@ def test_missing_model_and_zip_submissions(tmp_path, tiny_dataset, monkeypatch):
     empty.mkdir()
     summary = _run(tmp_path, dataset, 30, code_dir=empty)
     assert "no model.py" in summary["error"] and summary["num_predictions"] == 0
+    no_model = tmp_path / "no_model.zip"
+    with zipfile.ZipFile(no_model, "w") as z:
+        z.writestr("other.py", "x = 1\n")
+    summary = _run(tmp_path, dataset, 30, code_dir=no_model)
+    assert f"{no_model}: no model.py at the root" in summary["error"]
     archive = tmp_path / "submission.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.write(os.path.join(SCRIPTED, "model.py"), "model.py")
@@ -400,3 +410,79 @@ def test_a_submission_ignoring_sigterm_and_its_child_end_with_the_run(tmp_path, 
     assert summary["run_overrun_s"] < RUN_END_LIMIT_S
     pids = [int(line.split()[1]) for line in (tmp_path / "probe.txt").read_text().splitlines()]
     assert pids and [pid for pid in pids if _alive(pid)] == []
+
+
+def _dir_size(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
+               for f in files)
+
+
+def test_a_killed_scorer_and_a_forged_scores_json_fake_no_score(tmp_path, tiny_dataset):
+    result, summary = _run_cli(tmp_path, tiny_dataset(), 60, "fake_score")
+    assert result.returncode == 0, result.stderr
+    assert summary["num_predictions"] == 3 and summary["final_nauc"] < 0.9
+    assert "ALC 0.9990" not in result.stdout
+    on_disk = json.loads((tmp_path / "scores" / "scores.json").read_text())
+    assert on_disk["alc"] == summary["alc"] and on_disk["nauc_scores"] == summary["nauc_scores"]
+    assert f"score: {summary['alc']:.6f}" in (tmp_path / "scores" / "scores.txt").read_text()
+
+
+def test_a_stopped_scorer_cannot_hang_the_runner(tmp_path, tiny_dataset):
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    result, summary = _run_cli(tmp_path, tiny_dataset(), 5, "stop_scorer",
+                               env={"TMPDIR": str(staging)}, timeout=90)
+    assert result.returncode == 1, result.stderr
+    assert "time budget reached" in summary["error"]
+    assert summary["num_predictions"] >= 1
+    assert summary["run_overrun_s"] < RUN_END_LIMIT_S
+    assert os.listdir(staging) == []  # the staging folder went with the run
+
+
+def test_a_pid_hopping_daemon_does_not_outlive_the_run(tmp_path, tiny_dataset):
+    result, summary = _run_cli(tmp_path, tiny_dataset(), 60, "daemon")
+    assert result.returncode == 0, result.stderr
+    probe = tmp_path / "probe.txt"
+    pids = [int(line) for line in probe.read_text().split()]
+    assert len(pids) > 3  # it did hop
+    size = probe.stat().st_size
+    time.sleep(1.5)
+    assert probe.stat().st_size == size, "a process of the submission still writes"
+    assert not _alive(int(probe.read_text().split()[-1]))
+
+
+def test_a_prediction_flood_ends_within_the_bound(tmp_path, tiny_dataset):
+    result, summary = _run_cli(tmp_path, tiny_dataset(), 5, "flood")
+    assert result.returncode == 1 and "time budget reached" in summary["error"]
+    assert summary["run_overrun_s"] < RUN_END_LIMIT_S
+    assert summary["superseded_predictions"] > 0  # more arrived than the runner takes
+    files = [f for f in os.listdir(tmp_path / "out") if ".predict_" in f]
+    assert len(files) == summary["num_predictions"] >= 1
+    # Bounded by the runner's tick, not by how fast test() returns.
+    assert _dir_size(tmp_path / "scores") < 2_000_000
+
+
+def test_a_link_at_start_txt_is_not_written_through(tmp_path, tiny_dataset, monkeypatch):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    _scripted(monkeypatch, "link_start")
+    monkeypatch.setenv("SCRIPTED_VICTIM", str(victim))
+    summary = _run(tmp_path, tiny_dataset(), 60)
+    assert summary["ingestion_success"] and summary["num_predictions"] == 3
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_deleted_output_folder_ends_the_run_with_one_line(tmp_path, tiny_dataset):
+    result, summary = _run_cli(tmp_path, tiny_dataset(), 30, "delete_out")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert summary is not None, "no run.json in the score folder"
+    assert "the output folder was deleted or replaced during the run" in summary["error"]
+    assert summary["num_predictions"] >= 1
+
+
+def test_a_degenerate_test_set_is_named(tmp_path, tiny_dataset, monkeypatch):
+    _scripted(monkeypatch, "good")
+    summary = _run(tmp_path, tiny_dataset(n_test=1), 60)
+    assert summary["ingestion_success"]
+    assert any("the test set holds 1 example" in w for w in summary["warnings"])

@@ -65,3 +65,15 @@ def test_multi_label_and_accuracy():
     assert scores.is_one_hot(one_hot)
     prediction = np.array([[3.0, 1.0], [0.0, 2.0], [0.0, 0.0]])  # last row: uniform
     assert scores.accuracy(one_hot, prediction) == pytest.approx((0.75 + 1.0 + 0.5) / 3)
+
+
+def test_accuracy_on_signed_and_huge_scores():
+    identity = np.eye(2)
+    # Signed scores keep their sign: the true class got the negative share in both rows.
+    assert scores.accuracy(identity, np.array([[-5.0, 1.0], [1.0, -5.0]])) == \
+        pytest.approx(-5 / 6)
+    assert scores.nauc(identity, np.array([[-5.0, 1.0], [1.0, -5.0]])) == -1.0
+    with np.errstate(all="raise"):  # no overflow on the way
+        assert scores.accuracy(identity, np.full((2, 2), 1e308)) == pytest.approx(0.5)
+        assert scores.accuracy(identity, np.array([[1e308, -1e308], [0.0, 0.0]])) == \
+            pytest.approx((0.5 + 0.5) / 2)

@@ -402,3 +402,109 @@ def test_predict_with_a_bad_model_file_is_one_line_and_runs_nothing(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {model}: ")
     assert not marker.exists()
+
+
+# -- round 2: no data lost, no leak -----------------------------------------------------------
+def _records(dataset, name, split):
+    """[(frames, label vector)] of a split; test labels come from the solution."""
+    from autodl import codec
+    from autodl.records import iter_records
+    folder = dataset / f"{name}.data" / split
+    examples = [codec.parse_record(p) for f in sorted(os.listdir(folder))
+                if f.startswith("sample") for p in iter_records(str(folder / f))]
+    solution = _solution_rows(dataset, name)
+    classes = solution.shape[1]
+    return [(codec.record_frames(e, -1, -1, 1),
+             codec.record_labels(e, classes) if split == "train" else solution[i])
+            for i, e in enumerate(examples)]
+
+
+def test_16_bit_grey_images_are_scaled_not_clamped(tmp_path, capsys):
+    root = tmp_path / "deep"
+    for label, level in (("dark", 1000), ("bright", 60000)):
+        os.makedirs(root / label)
+        for i in range(5):
+            pixels = np.full((8, 8), level + 10 * i, np.uint16)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    assert Image.open(root / "dark" / "0.png").mode.startswith("I")
+    out = tmp_path / "ds"
+    assert convert.main(["folder", str(root), "--out", str(out)]) == 0
+    names = (out / "deep_label.name").read_text().split()
+    means = {names[int(np.argmax(y))]: float(x.mean()) for split in ("train", "test")
+             for x, y in _records(out, "deep", split)}
+    assert means["dark"] == pytest.approx(1000 / 65535, abs=0.01)
+    assert means["bright"] == pytest.approx(60000 / 65535, abs=0.01)
+
+
+def _labels_csv(tmp_path, rows):
+    images = tmp_path / "images"
+    images.mkdir(exist_ok=True)
+    rng = np.random.default_rng(2)
+    for name, _ in rows:
+        if not (images / name).exists():
+            _shape_image(SHAPES[0], rng).save(images / name)
+    path = tmp_path / "labels.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["FileName", "Labels"])
+        w.writerows(rows)
+    return path, images
+
+
+def test_duplicate_csv_rows_are_merged_and_never_split(tmp_path, capsys):
+    rows = [(f"{i}.png", SHAPES[i % 3]) for i in range(12)]
+    rows += [("0.png", SHAPES[0])] * 6  # the same file, six more times
+    path, images = _labels_csv(tmp_path, rows)
+    out = tmp_path / "ds"
+    assert convert.main(["csv", str(path), "--images", str(images), "--out", str(out)]) == 0
+    assert "line 14 repeats 0.png of line 2; kept once" in capsys.readouterr().err
+    listed = (out / "labels_test_files.txt").read_text().split()
+    train = len(_records(out, "labels", "train"))
+    assert train + len(listed) == 12  # one record per file
+
+
+def test_conflicting_labels_for_one_file(tmp_path, capsys):
+    single = [(f"{i}.png", SHAPES[i % 3]) for i in range(9)] + [("0.png", SHAPES[1])]
+    path, images = _labels_csv(tmp_path, single)
+    assert convert.main(["csv", str(path), "--images", str(images),
+                         "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lines 2 and 11: 0.png has two labels (circle and square)" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "a").exists()
+    multi = [(f"{i}.png", f"{SHAPES[i % 3]} big") for i in range(9)] + [("0.png", "small")]
+    path, images = _labels_csv(tmp_path, multi)
+    assert convert.main(["csv", str(path), "--images", str(images),
+                         "--out", str(tmp_path / "b")]) == 0
+    assert "merged into circle big small" in capsys.readouterr().err
+
+
+def test_fit_refuses_an_out_it_did_not_make(tmp_path, capsys):
+    data = make_folder(tmp_path / "shapes", per_class=4)
+    out = tmp_path / "home"
+    (out / "dataset").mkdir(parents=True)
+    (out / "dataset" / "precious.txt").write_text("mine")
+    (out / "notes.txt").write_text("mine too")
+    argv = ["fit", "--data", str(data), "--time_budget", "5", "--out", str(out), "--quiet"]
+    assert tool.main(argv) == 2
+    assert "holds files fit did not write (dataset, notes.txt)" in capsys.readouterr().err
+    assert tool.main(argv + ["--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'dataset'}: not written by fit; refusing to replace it" in err
+    assert (out / "dataset" / "precious.txt").read_text() == "mine"
+    assert sorted(os.listdir(out)) == ["dataset", "notes.txt"]  # nothing added either
+
+
+def test_a_second_fit_into_the_same_out_is_refused(tmp_path, capsys):
+    data = make_folder(tmp_path / "shapes", per_class=4)
+    out = tmp_path / "out"
+    out.mkdir()
+    held = app.lock_out(str(out))  # a fit running there
+    try:
+        assert tool.main(["fit", "--data", str(data), "--time_budget", "5", "--out", str(out),
+                          "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith("another fit is writing here; wait for it to end or choose "
+                            "another --out") and len(err.splitlines()) == 1
+        assert not (out / "run").exists() and not (out / "dataset").exists()
+    finally:
+        held.close()

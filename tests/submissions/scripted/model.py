@@ -14,6 +14,13 @@ start an hour later and prediction files of their own), then predict forever. pe
 return from the import or from Model(). orphans: starts children (same group, a new session,
 an orphaned grandchild) that outlive it and keep writing, then ends normally. stubborn:
 ignores SIGTERM, starts a child in a new session that ignores it too, and predicts forever.
+fake_score: SIGKILLs any sibling whose command line shows -score_dir and writes a perfect
+scores.json into the runner's score folder. stop_scorer: SIGSTOPs such a sibling, then floods
+predictions. daemon: starts a child in a new session that forks and exits in a loop (its pid
+keeps changing), appending to SCRIPTED_PROBE. flood: test() returns one cached array at once,
+forever. link_start: replaces start.txt with a link to SCRIPTED_VICTIM. delete_out: deletes
+its output folder. bad_array / bad_done: an object whose __array__ raises, a done_training
+property that raises. exit_early: os._exit(0) in the second train().
 """
 import glob
 import os
@@ -80,6 +87,61 @@ _FORKER = ("import os, subprocess, sys\n"
            "open(sys.argv[3], 'a').write('pid %d\\n' % p.pid)\n")
 
 
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _score_dir():
+    """The score folder, from the runner's command line (the submission's grandparent view)."""
+    args = _cmdline(os.getppid())
+    return args[args.index("-score_dir") + 1] if "-score_dir" in args else None
+
+
+def _signal_scorers(sig):
+    runner = os.getppid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in (os.getpid(), runner):
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == runner and "-score_dir" in _cmdline(entry):
+            os.kill(int(entry), sig)
+            _note(f"signalled {entry}")
+
+
+def _fake_score():
+    _signal_scorers(signal.SIGKILL)
+    time.sleep(0.3)
+    folder = _score_dir()
+    fake = {"alc": 0.999, "final_nauc": 1.0, "accuracy": [1.0], "first_prediction_s": 0.01,
+            "num_predictions": 1, "timestamps": [0.01], "nauc_scores": [1.0], "problems": []}
+    import json
+    with open(os.path.join(folder, "scores.json"), "w") as f:
+        json.dump(fake, f)
+
+
+_HOPPER = ("import os, sys, time\n"
+           "os.setsid()\n"
+           "while True:\n"
+           "    if os.fork():\n"
+           "        os._exit(0)\n"
+           "    with open(sys.argv[1], 'a') as f:\n"
+           "        f.write('%d\\n' % os.getpid())\n"
+           "    time.sleep(0.005)\n")
+
+
+class Unconvertible:
+    def __array__(self, *args, **kwargs):
+        raise RuntimeError("scripted failure in __array__")
+
+
 def _spawn_orphans():
     out = _output_dir()
     same = subprocess.Popen([sys.executable, "-c", _SLEEPER, out])
@@ -102,12 +164,43 @@ class Model:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.classes = metadata.get_output_size()
         self.train_dir = metadata.get_dataset_name()
-        self.done_training = False
+        self._done = False
         self.calls = 0
+        self.cached = None
         self.test_size = None
+
+    @property
+    def done_training(self):
+        if BEHAVIOUR == "bad_done" and self.calls >= 1:
+            raise RuntimeError("scripted failure in done_training")
+        return self._done
+
+    @done_training.setter
+    def done_training(self, value):
+        self._done = value
 
     def train(self, dataset, remaining_time_budget=None):
         self.calls += 1
+        if BEHAVIOUR == "exit_early" and self.calls == 2:
+            os._exit(0)
+        if BEHAVIOUR == "fake_score" and self.calls == 2:
+            _fake_score()
+        if BEHAVIOUR == "stop_scorer" and self.calls == 1:
+            _signal_scorers(signal.SIGSTOP)
+        if BEHAVIOUR == "daemon" and self.calls == 1:
+            subprocess.Popen([sys.executable, "-c", _HOPPER, PROBE])
+            time.sleep(0.5)
+        if BEHAVIOUR == "link_start" and self.calls == 2:
+            start = os.path.join(_output_dir(), "start.txt")
+            for _ in range(100):  # the runner writes it when it takes the clock report
+                if os.path.exists(start):
+                    break
+                time.sleep(0.05)
+            os.remove(start)
+            os.symlink(os.environ["SCRIPTED_VICTIM"], start)
+        if BEHAVIOUR == "delete_out" and self.calls == 2:
+            import shutil
+            shutil.rmtree(_output_dir())
         if BEHAVIOUR == "raise_train" and self.calls == 2:
             raise ValueError("scripted failure in train")
         if BEHAVIOUR == "sleep" and self.calls == 2:
@@ -119,8 +212,10 @@ class Model:
                                       "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
                                       "time.sleep(600)"], start_new_session=True)
             _note(f"pid {child.pid}")
-        if BEHAVIOUR in ("never_done", "forge_pid", "forge_clock", "stubborn"):
+        if BEHAVIOUR in ("never_done", "forge_pid", "forge_clock", "stubborn", "delete_out"):
             time.sleep(0.5)
+        elif BEHAVIOUR in ("stop_scorer", "flood"):
+            pass
         elif self.calls >= 3:
             self.done_training = True
 
@@ -131,6 +226,12 @@ class Model:
             self.test_size = AutoDLMetadata(test_dir).size()
         if self.test_size is None:
             self.test_size = sum(1 for _ in dataset)
+        if BEHAVIOUR in ("stop_scorer", "flood"):
+            if self.cached is None:
+                self.cached = np.random.default_rng(0).random((self.test_size, self.classes))
+            return self.cached
+        if self.calls == 2 and BEHAVIOUR == "bad_array":
+            return Unconvertible()
         if BEHAVIOUR in ("forge_pid", "forge_clock") and self.calls == 2:
             task = os.path.basename(os.path.dirname(self.split_dir))[:-len(".data")]
             _forge(task, self.test_size, self.classes)
