@@ -174,15 +174,19 @@ class FrozenHead(Candidate):
     """The transfer stage as a candidate: probe and test features (one step of unknown worth),
     then the head grown on more examples, refitted on the held-out ones too, and, while the
     head is the best model and the time allows, a head on the images read at a larger side."""
-    name = "frozen head"
-
-    def __init__(self, stage, cfg, feed, keeper, finetune=None):
+    def __init__(self, stage, cfg, feed, keeper, finetune=None, small=False):
         self.stage = stage              # the TransferStage (skeleton/transfer.py)
         self.cfg = cfg                  # the whole configuration
         self.tcfg = cfg["transfer"]
         self.feed = feed
         self.keeper = keeper
         self.finetune = finetune        # () -> a fine-tuning candidate, or None
+        # small: a cheap head on the network's own stored view, before the trunk's larger
+        # one: no rescan, no fine-tuning, a source of its own for the keeper.
+        self.small = small
+        self.second = feed.has_second and not small
+        self.name = "small frozen head" if small else "frozen head"
+        self.source = "transfer-small" if small else "transfer"
         self.handed_over = False
         self.spawned = False
 
@@ -202,14 +206,14 @@ class FrozenHead(Candidate):
         measured = self.stage.features.seconds_per_example()
         if measured is not None:
             return measured
-        side = self.feed.transfer_shape
+        side = self.stage.net.stem.size
         return self.tcfg["feature_us_per_pixel"] * 1e-6 * side[0] * side[1] * self.feed.shape[0]
 
     def advance(self, seconds, time_left):
         stage, feed = self.stage, self.feed
         if stage.state not in ("probe", "test"):  # the probe's examples are read already
             feed.read_more(self.cfg["schedule"]["read_slice_s"])
-        second = feed.has_second
+        second = self.second
         x, y = feed.arrays(second)
         event = stage.work(x, y, feed.valid_idx, feed.train_indices(second),
                            feed.test_view(second), self.keeper.beats, time.time() + seconds)
@@ -220,16 +224,18 @@ class FrozenHead(Candidate):
         if event == "fitted":
             # After its first handover the head is refitted on more examples: expected to be
             # better, it replaces itself unless the held-out data says it got worse.
-            offer = Offer("transfer", stage.valid, stage.predict_test, self._snapshot,
+            offer = Offer(self.source, stage.valid, stage.predict_test, self._snapshot,
                           refit=self.handed_over)
             self.handed_over = True
             return Report(measured=measured, offers=(offer,))
         if event == "refitted":
-            return Report(offers=(Offer("transfer", None, stage.predict_test, self._snapshot,
-                                        refresh=True),))
+            return Report(offers=(Offer(self.source, None, stage.predict_test,
+                                        self._snapshot, refresh=True),))
         if event == "rescanned":
             return self._judge_rescan()
         if event == "complete":
+            if self.small:
+                return Report(finished=True, why="every usable example is under the head")
             spawned = self._spawn()
             if self._start_rescan(time_left):
                 return Report(spawned=spawned)
@@ -325,7 +331,7 @@ class FrozenHead(Candidate):
         if size is not None:
             view = (1, *size)
         else:
-            view = (1, *feed.store.x2.shape[2:4]) if feed.has_second else feed.shape
+            view = (1, *feed.store.x2.shape[2:4]) if self.second else feed.shape
         return SavedNetwork(net, weights, 1.0, False, view)
 
 

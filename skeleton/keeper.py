@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from .metrics import bootstrap_nauc, nauc
+from .metrics import bootstrap_nauc, log_loss, nauc
 from .predict import to_probabilities
 
 log = logging.getLogger("skeleton")
@@ -166,12 +166,25 @@ class BestModel:
             # the quick model's 0.41, was kept out by the bar on a held-out set where the
             # two scored 0.52 and 0.47).
             taken = pick_score > self.score
+        elif pick_score == self.score:
+            taken = self._breaks_tie(pick)
         else:
             taken = pick_score > self.score and self._confident(
                 self._valid_of(pick), self.valid, pick, pick_score)
         if taken:
             self._take(pick)
         return taken, score
+
+    def _breaks_tie(self, members):
+        """An equal held-out NAUC (saturated: 1.0 on a small held-out set) is a tie: the
+        candidate is taken if its held-out log loss is below select.tie_loss_ratio x the
+        best model's."""
+        mine = log_loss(self.labels, self._valid_of(members), self.multi_label)
+        theirs = log_loss(self.labels, self.valid, self.multi_label)
+        taken = mine < self.cfg["tie_loss_ratio"] * theirs
+        log.info("%s ties at valid NAUC %.4f: log loss %.4f against %.4f: %s", _name(members),
+                 self.score, mine, theirs, "taken" if taken else "kept the best")
+        return taken
 
     def beats(self, valid):
         """Whether the best model beats a candidate's held-out predictions beyond the noise:

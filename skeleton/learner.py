@@ -124,6 +124,9 @@ class Learner:
                     return self._optional("fine-tuning", finetune_candidate, stage, cfg, feed,
                                           self.best, device, trainer.flip, self._optional)
                 self.head = FrozenHead(stage, cfg, feed, self.best, finetune)
+                small = self._optional("small frozen head", self._small_stage, stage, device)
+                if small is not None:
+                    self.scheduler.add(FrozenHead(small, cfg, feed, self.best, small=True))
                 self.scheduler.add(self.head)
 
     def _build_stage(self, device):
@@ -136,6 +139,23 @@ class Learner:
         log.info("transfer: %s (%s) at %s px", net.name, net.weights_used,
                  "x".join(map(str, feed.transfer_shape)))
         return TransferStage(net, tcfg, feed.profile.multi_label, device)
+
+    def _small_stage(self, stage, device):
+        """A frozen head on the network's own stored view, when the trunk's side is at least
+        rescan_min_ratio x larger: a few seconds of features, a better first prediction
+        while the larger head is under way. None otherwise."""
+        from .data.profile import transfer_size
+        from .transfer import TransferStage, with_input_size
+        tcfg, feed = self.cfg["transfer"], self.feed
+        if not feed.has_second or feed.profile.is_video:
+            return None
+        side = max(tcfg["min_side"], max(feed.shape[1:]))
+        size = transfer_size(feed.profile.height, feed.profile.width, side, tcfg)
+        if max(feed.transfer_shape) < tcfg["rescan_min_ratio"] * max(size):
+            return None
+        log.info("transfer: a small head at %s px first", "x".join(map(str, size)))
+        return TransferStage(with_input_size(stage.net, size), tcfg,
+                             feed.profile.multi_label, device)
 
     def _temporal(self):
         return "residual" if self.cfg["net"]["temporal_block"] else "mean"

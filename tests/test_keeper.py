@@ -302,3 +302,18 @@ def test_without_held_out_data_nothing_is_beaten():
     best.set_labels(np.zeros((0, 3)))
     best.offer("quick", None, lambda: None)
     assert not best.beats(None) and not best.beats(np.zeros((0, 3)))
+
+
+def test_a_saturated_tie_is_broken_by_the_held_out_loss():
+    """Two models at held-out NAUC 1.0 tie: the one whose log loss is clearly lower takes
+    over, one that is only as confident does not."""
+    y = np.eye(2)[np.arange(60) % 2]
+    unsure = np.where(y > 0.5, 0.6, 0.4)    # NAUC 1.0, loss 0.51
+    sure = np.where(y > 0.5, 0.95, 0.05)    # NAUC 1.0, loss 0.05
+    best = BestModel(0.0, SELECT)
+    best.set_labels(y)
+    assert best.offer("net", unsure, lambda: unsure)[0]
+    assert best.offer("net", unsure.copy(), lambda: unsure)[0] is False  # the same: kept
+    assert best.score == 1.0 and best.offer("transfer", sure, lambda: sure)[0]
+    assert best.sources == ["transfer"]
+    assert best.offer("net", unsure, lambda: unsure)[0] is False  # worse loss: kept
