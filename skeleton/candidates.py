@@ -32,7 +32,7 @@ class NetworkCandidate(Candidate):
         self.search = search            # the augmentation search after its first phase
         self.optional = optional or (lambda stage, function, *args: function(*args))
         self.phase_count = 0
-        self.peak_lr = cfg["train"]["lr"] if not second else trainer.cfg["lr"]
+        self.peak_lr = trainer.cfg["lr"]
         self.replanned = False
         self.flip_probed = not cfg["train"]["flip"]
         self.augment_search = None

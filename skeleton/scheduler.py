@@ -90,7 +90,6 @@ class Track:
     curve: list = dataclasses.field(default_factory=list)  # [(own seconds, best progress)]
     evaluations: list = dataclasses.field(default_factory=list)  # own seconds of each
     retired: str = ""       # why it gets no more time ("" while live)
-    slices: int = 0
 
     @property
     def name(self):
@@ -240,13 +239,13 @@ class Scheduler:
             if self.fatal(error):
                 raise
             track.spent += self.clock() - started
+            self.total += self.clock() - started
             track.retired = "failed"
             log.warning("%s failed, carrying on without it: %s: %s", track.name,
                         type(error).__name__, " ".join(str(error).split())[:200])
             return track, False
         used = self.clock() - started
         track.spent += used
-        track.slices += 1
         self.total += used
         progress = self.progress(report.measured)
         gained = None

@@ -296,6 +296,33 @@ def test_fine_tuning_joins_as_a_candidate_once_the_head_is_complete(tmp_path, ca
         assert p.shape == (30, 3) and np.isfinite(p).all()
 
 
+@needs_weights
+def test_photos_get_a_small_head_on_the_stored_view_before_the_larger_one(tmp_path, caplog):
+    """Images far larger than the network's 64-px view: a head on that view joins as its own
+    candidate (cheap features), offered under its own source before the trunk's larger
+    view is featurised; equal sides get no small head."""
+    train, test = _textures(90, 160, seed=11), _textures(30, 160, seed=12)
+    path = write_dataset(tmp_path / "s", "s", train, test, output_dim=3, image_format="png")
+    overrides = dict(FAST_NO_SEARCH, transfer={"probe_records": 32, "rescan_side_cpu": 160})
+    with caplog.at_level(logging.INFO, logger="skeleton"):
+        learner, predictions, sources = _drive(
+            path, "s", overrides, rounds=12,
+            stop=lambda learner: "transfer" in learner.best.sources)
+    assert learner.feed.shape[1:] == (64, 64) and max(learner.feed.transfer_shape) >= 96
+    assert "transfer: a small head at 64x64 px first" in caplog.text, caplog.text
+    names = [t.name for t in learner.scheduler.tracks]
+    assert names == ["scratch network", "small frozen head", "frozen head"], names
+    small = learner.scheduler.tracks[1]
+    assert small.candidate.stage.net.stem.size == (64, 64) and not small.candidate.second
+    assert "transfer-small" in sources, sources
+    assert sources.index("transfer-small") < len(sources) - 1  # before the larger head
+
+    train, test = _textures(60, 48, seed=13), _textures(15, 48, seed=14)
+    path = write_dataset(tmp_path / "e", "e", train, test, output_dim=3, image_format="png")
+    learner, _, _ = _drive(path, "e", FAST_NO_SEARCH, rounds=2)
+    assert [t.name for t in learner.scheduler.tracks] == ["scratch network", "frozen head"]
+
+
 def test_learner_without_pretrained_weights_trains_from_scratch(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("AUTOCLINT_CONFIG", json.dumps({"transfer": {"backbones_cpu": []}}))
     train, test = _textures(60, 24, seed=6), _textures(15, 24, seed=7)
@@ -503,7 +530,7 @@ def test_the_rescan_side_is_the_largest_that_fits_and_only_for_the_best_head():
     feed = types.SimpleNamespace(profile=types.SimpleNamespace(is_video=False, height=300,
                                                                width=300),
                                  transfer_shape=(128, 128), valid_idx=np.arange(200),
-                                 test_x=np.zeros((500, 1)))
+                                 test_x=np.zeros((500, 1)), has_second=True)
     best = types.SimpleNamespace(sources=["transfer"])
     head = FrozenHead(stage, cfg, feed, best)
     # 2500 examples at 5 ms x (side/128)^2: 288 px 63 s, 256 px 50 s, 192 px 28 s.
@@ -526,11 +553,12 @@ def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path,
     train, test = _textures(160, 96, seed=8), _textures(40, 96, seed=9)
     path = write_dataset(tmp_path / "r", "r", train, test, output_dim=3, image_format="png")
     # A rescan starts only while the head is the best model: a scratch network that learns
-    # reaches valid NAUC 1.0 on these stripes too; at rate 0 it cannot. The first side is
+    # reaches valid NAUC 1.0 on these stripes too; at rate 0 it cannot, and fine-tuning is
+    # off (it would win a tie at 1.0 on its lower held-out loss). The first side is
     # min_side: its estimated cost (feature_us_per_pixel) is made too high for any other.
     overrides = fast_config({"augment": {"search": False}}, {
         "transfer": {"probe_records": 64, "min_side": 48, "feature_us_per_pixel": 1e3,
-                     "rescan_side_cpu": 96, "rescan_time_fraction": 1.0},
+                     "rescan_side_cpu": 96, "rescan_time_fraction": 1.0, "finetune": False},
         "schedule": {"min_gain": -1.0}, "train": {"lr": 0.0}})
     with caplog.at_level(logging.INFO, logger="skeleton"):
         learner, predictions, _ = _drive(
