@@ -9,12 +9,12 @@ most, the way the score values it:
      at a larger side) runs first, cheapest first, when its estimated cost fits in
      `explore_fraction` of the time left: only measurement tells what it is worth.
   2. Otherwise each candidate's worth is its gain rate: what its best held-out progress
-     rose by over the second half of its own time (learning curves gain about as much per
-     doubling of time), per second; a candidate behind the best model first has to catch
-     up, which delays its gain. The gain is weighted by what is left of the ALC's log time
+     rose by over the second half of its own time, per second; a candidate behind the best
+     model first has to catch up at that rate, which delays its gain. The gain is weighted by what is left of the ALC's log time
      axis when it arrives: a gain now is worth more than the same gain later.
-  3. A candidate that cannot catch up with the best model in the time left at its rate,
-     or that has stalled (no gain over the second half of its time), is retired.
+  3. A candidate that has stalled (no gain over the second half of its time) is retired,
+     and so is one that cannot catch up with the best model in the time left at its rate
+     while another candidate can use the time.
   4. A live candidate that is behind gets at least `explore_floor` of the time since it
      started, so a slow starter is not starved while it can still catch up.
   5. When no candidate can improve, the run is done.
@@ -170,14 +170,13 @@ class Scheduler:
         rate = max(rate, 1e-9 / max(track.spent, 1e-9))
         behind = 0.0 if best is None or track is self.lead else max(0.0, best - track.best)
         if behind > 0:
-            # Gains come about evenly per doubling of its own time: the doublings it needs
-            # to catch up, and what they cost.
-            doublings = behind / gained
-            needed = track.spent * (2.0 ** min(doublings, 60.0) - 1.0)
+            # At its recent rate kept up (optimistic for a curve that flattens, so a network
+            # still speeding up is not stopped early): when it would catch up.
+            needed = behind / rate
             if needed > time_left:
                 return 0.0, (f"{track.best:.4f} cannot catch up with {best:.4f} in "
-                             f"{time_left:.0f} s ({doublings:.1f} doublings of its "
-                             f"{track.spent:.0f} s at its rate)")
+                             f"{time_left:.0f} s (about {min(needed, 1e6):.0f} s at its "
+                             f"recent rate)")
             return rate * self.weight(now + needed), ""
         return rate * self.weight(now), ""
 
@@ -194,18 +193,28 @@ class Scheduler:
         cheap = [p for p in pending if p[0] <= self.cfg["explore_fraction"] * time_left]
         if cheap:
             return min(cheap, key=lambda p: p[0])[1]
-        scored = []
+        scored, hopeless = [], []
         for track in live:
             if track.best is None or any(t is track for _, t in pending):
                 continue
             value, why = self.value(track, best, time_left, now)
             if value <= 0:
-                # Too few evaluations to judge it: it keeps its floor, not more.
-                if len(track.evaluations) >= self.cfg["stall_evaluations"]:
-                    self.retire(track, why or "no gain")
+                if len(track.evaluations) < self.cfg["stall_evaluations"]:
+                    value = 0.0  # too few evaluations to judge it: it keeps its floor
+                elif why.startswith("no gain"):
+                    self.retire(track, why)
                     continue
-                value = 0.0
+                else:
+                    hopeless.append((track, why))
+                    continue
             scored.append((value, track))
+        if scored or pending:
+            # Behind for good while others can use the time: stopped. Alone, it keeps
+            # going while it gains: the time has no other use.
+            for track, why in hopeless:
+                self.retire(track, why)
+        else:
+            scored = [(0.0, track) for track, _ in hopeless]
         for value, track in scored:  # the exploration floor
             share = track.spent / max(1e-9, self.total - track.since)
             if track is not self.lead and share < self.cfg["explore_floor"]:

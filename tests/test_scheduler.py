@@ -111,11 +111,29 @@ def test_a_candidate_that_stalls_is_stopped_and_the_run_is_done_when_none_can_im
 
 def test_a_candidate_far_behind_that_cannot_catch_up_is_stopped():
     clock = Clock()
-    head = Scripted("head", clock, lambda s: min(0.95, 0.9 + 0.01 * s), first=3.0)
+    head = Scripted("head", clock, lambda s: min(0.99, 0.9 + 0.001 * s), first=3.0)
     slow = Scripted("slow", clock, lambda s: 0.05 + 0.002 * s)
     scheduler, _ = _run([head, slow], budget=120.0, clock=clock)
     retired = {t.name: t.retired for t in scheduler.tracks}
     assert "cannot catch up" in retired["slow"], retired
+
+
+def test_a_slow_starter_alone_keeps_the_time_while_it_gains():
+    """Behind a model that cannot improve (the quick model) with nothing else to run: a
+    network still on the slow start of its curve keeps training (the time has no other
+    use), and overtakes."""
+    clock = Clock()
+    keeper = _keeper()
+    keeper.offer("quick", _valid(0.6), lambda: np.zeros((1, 2)))
+    slow = Scripted("slow", clock, lambda s: min(0.95, 0.002 * s * s))  # speeds up
+    scheduler = Scheduler(CFG, 120.0, 0.0, keeper, clock=clock)
+    scheduler.add(slow)
+    while clock.now < 120.0:
+        track, _ = scheduler.run_slice(120.0 - clock.now)
+        if track is None:
+            break
+    assert not scheduler.tracks[0].retired or "no gain" in scheduler.tracks[0].retired
+    assert scheduler.tracks[0].best > 0.9, scheduler.summary()
 
 
 def test_the_exploration_floor_keeps_a_slow_starter_alive():
