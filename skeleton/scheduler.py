@@ -7,7 +7,8 @@ most, the way the score values it:
 
   1. A step whose value nobody has measured yet (a candidate's first held-out score, a head
      at a larger side) runs first, cheapest first, when its estimated cost fits in
-     `explore_fraction` of the time left: only measurement tells what it is worth.
+     `explore_fraction` of the time left: only measurement tells what it is worth. Once
+     under way, it is finished if it fits in the time left.
   2. Otherwise each candidate's worth is its gain rate: what its best held-out progress
      rose by over the second half of its own time, per second; a candidate behind the best
      model first has to catch up at that rate, which delays its gain. The gain is weighted by what is left of the ALC's log time
@@ -90,6 +91,7 @@ class Track:
     curve: list = dataclasses.field(default_factory=list)  # [(own seconds, best progress)]
     evaluations: list = dataclasses.field(default_factory=list)  # own seconds of each
     retired: str = ""       # why it gets no more time ("" while live)
+    step_spent: float = 0.0  # its seconds on the step of unknown worth under way, if any
 
     @property
     def name(self):
@@ -190,7 +192,9 @@ class Scheduler:
                 if track.spent == 0:  # one slice measures its speed before it is judged
                     cost = min(cost, self.cfg["slice_s"])
                 pending.append((cost, track))
-        cheap = [p for p in pending if p[0] <= self.cfg["explore_fraction"] * time_left]
+        # A step already under way (past its measuring slice) is finished if it fits.
+        cheap = [p for p in pending if p[0] <= self.cfg["explore_fraction"] * time_left
+                 or (p[1].step_spent > self.cfg["slice_s"] and p[0] <= time_left)]
         if cheap:
             return min(cheap, key=lambda p: p[0])[1]
         scored, hopeless = [], []
@@ -256,6 +260,8 @@ class Scheduler:
         used = self.clock() - started
         track.spent += used
         self.total += used
+        still = track.candidate.pending_cost(time_left) is not None and not report.finished
+        track.step_spent = track.step_spent + used if still else 0.0
         progress = self.progress(report.measured)
         gained = None
         if progress is not None:

@@ -235,3 +235,23 @@ def test_a_gain_now_is_worth_more_than_later():
     scheduler = Scheduler(CFG, 300.0, 0.0, _keeper())
     assert scheduler.weight(0) == 1.0 and scheduler.weight(300) == pytest.approx(0.0)
     assert scheduler.weight(10) > scheduler.weight(100) > scheduler.weight(200)
+
+
+def test_a_step_under_way_is_finished_if_it_fits():
+    """A costly step, once past its measuring slice, is not put off for a candidate that
+    merely gains a little; one not yet under way is."""
+    def run(started):
+        clock = Clock()
+        gaining = Scripted("gaining", clock, lambda s: min(0.9, 0.5 + 0.004 * s))
+        rescan = Scripted("rescan", clock, lambda s: 0.95, first=60.0)
+        scheduler = Scheduler(CFG, 100.0, 0.0, _keeper(), clock=clock)
+        scheduler.add(gaining)
+        scheduler.add(rescan)
+        for _ in range(12):  # gaining is measured first
+            scheduler.run_slice(100.0 - clock.now)
+        b = scheduler.tracks[1]
+        b.step_spent = 5.0 if started else 0.0
+        rescan.own = 5.0 if started else rescan.own
+        return scheduler.pick(scheduler.best(), 100.0 - clock.now, clock.now).name
+    assert run(started=True) == "rescan"     # 55 s to go fits in the time left: finished
+    assert run(started=False) == "gaining"   # 58 s > explore_fraction x time left: put off
