@@ -32,7 +32,12 @@ class Predictions:
         return [self.label_names[i] for i in self.probabilities.argmax(axis=1)]
 
     def to_pandas(self):
-        import pandas as pd
+        """A DataFrame: file, class, one probability column per class (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas needs pandas (pip install pandas); .files, .classes "
+                              "and .probabilities hold the same as lists and numpy") from None
         frame = pd.DataFrame(self.probabilities, columns=self.label_names)
         frame.insert(0, "class", self.classes)
         frame.insert(0, "file", self.files)
