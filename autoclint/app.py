@@ -244,7 +244,6 @@ def fit(args):
         lock.close()
         if created and not ok:  # a fit with no model leaves no half-written folder behind
             shutil.rmtree(out, ignore_errors=True)
-            print(f"removed {out}: the fit saved no model", file=sys.stderr)
 
 
 def _fit(args, out, converting):
@@ -258,16 +257,11 @@ def _fit(args, out, converting):
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _held_out_counts(dataset, name, labels):
-    solution = np.loadtxt(os.path.join(dataset, f"{name}.solution"), ndmin=2)
-    return solution, dict(zip(labels, solution.sum(axis=0).astype(int).tolist()))
-
-
 MIN_HELD_OUT = 5  # per class: fewer makes a held-out score a coin toss
 
 
 def _fit_dataset(args, out, dest):
-    from autodl.run_local_test import format_summary, run
+    from autodl.run_local_test import check_dataset, format_summary, run
     # TensorFlow, where the runner's hand-off loads it, opens with lines of C++ noise.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     progress = not args.quiet and sys.stderr.isatty()
@@ -276,7 +270,7 @@ def _fit_dataset(args, out, dest):
                                args.valid, progress=progress)
     name = os.path.basename(glob.glob(os.path.join(dataset, "*.data"))[0])[:-len(".data")]
     labels = _read_lines(os.path.join(dataset, f"{name}_label.name"))
-    solution = np.loadtxt(os.path.join(dataset, f"{name}.solution"), ndmin=2)
+    _, _, solution = check_dataset(dataset)  # one-line DatasetError for a malformed one
     if not labels or len(labels) != solution.shape[1]:  # absent, or names that broke lines
         labels = [str(i) for i in range(solution.shape[1])]
     if no_held_out:

@@ -345,8 +345,13 @@ def convert_folders(root, valid, out, name=None, overwrite=False, progress=True)
     index = {c: classes.index(c) for c in valid_classes}
     held = [(path, [index[valid_classes[labels[0]]]]) for path, labels in valid_files]
     name = name or _dataset_name(os.path.basename(os.path.abspath(root)))
-    return convert_images(files + held, classes, out, name, overwrite=overwrite,
-                          relative_to=valid, held_out={p for p, _ in held}, progress=progress)
+    try:
+        return convert_images(files + held, classes, out, name, overwrite=overwrite,
+                              relative_to=valid, held_out={p for p, _ in held},
+                              progress=progress)
+    except ConvertError as e:
+        folder = valid if "validation" in str(e) else root
+        raise ConvertError(f"{folder}: {e}") from None
 
 
 def convert_csv(csv_path, images, out, name=None, test_ratio=0.2, seed=0, overwrite=False):

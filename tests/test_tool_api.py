@@ -199,7 +199,8 @@ def test_a_failed_fit_leaves_no_out_behind(tmp_path, capsys):
     assert tool.main(["fit", "--data", str(data), "--valid", str(valid), "--out", str(out),
                       "--time_budget", "5", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "validation" in err.strip().splitlines()[-1] and f"removed {out}" in err
+    last = err.strip().splitlines()[-1]
+    assert last == f"error: {valid}: no readable images left in the validation folder"
     assert not out.exists() and (valid / "circle" / "0.png").exists()
 
 
