@@ -264,7 +264,7 @@ def _fit_dataset(args, out, dest):
     from autodl.run_local_test import check_dataset, format_summary, run
     # TensorFlow, where the runner's hand-off loads it, opens with lines of C++ noise.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    progress = not args.quiet and sys.stderr.isatty()
+    progress = not args.quiet and sys.stderr.isatty()  # a bar in a file: a frame a line
     no_held_out = args.test_ratio == 0
     dataset = _prepare_dataset(args.data, args.images, dest, args.test_ratio, args.seed,
                                args.valid, progress=progress)
@@ -289,7 +289,8 @@ def _fit_dataset(args, out, dest):
     os.environ["AUTOCLINT_SAVE_DIR"] = out  # inherited by ingestion: model.py saves there
     run_dir = os.path.join(out, "run")
     summary = run(dataset, REPO, args.time_budget, output_dir=os.path.join(run_dir, "output"),
-                  score_dir=os.path.join(run_dir, "scores"), progress=progress,
+                  score_dir=os.path.join(run_dir, "scores"),
+                  progress=progress or (not args.quiet and "lines"),
                   echo=bool(args.verbose))
     if not no_held_out and args.verbose:
         print(format_summary(summary), flush=True)  # the challenge's figures

@@ -112,6 +112,9 @@ class Progress:
     def __init__(self, enabled, budget, echo=True):
         self.bar = None
         self.echo = echo  # False: ingestion's lines go to ingestion.log only
+        # enabled="lines": no bar (stderr is a file), one line per new prediction instead.
+        self.lines, self.shown, self.budget = enabled == "lines", 0, budget
+        enabled = enabled and not self.lines
         self.lock = threading.Lock()
         if enabled:
             from tqdm import tqdm
@@ -139,6 +142,10 @@ class Progress:
         return thread
 
     def update(self, start, scores):
+        if self.lines and start is not None and len(scores.scored) > self.shown:
+            self.shown = len(scores.scored)
+            print(f"prediction {self.shown} at {time.time() - start:.1f} s of "
+                  f"{self.budget:g} s", file=sys.stderr, flush=True)
         if self.bar is None or start is None:
             return
         elapsed = min(time.time() - start, self.bar.total)
@@ -227,7 +234,8 @@ def run(dataset_dir, code_dir, time_budget, output_dir=DEFAULT_OUTPUT_DIR,
         score_dir=DEFAULT_SCORE_DIR, clock_rule="2019-05", progress=True,
         setup_cap=SETUP_CAP_S, echo=True):
     """Run ingestion and score it; returns the run summary (also written to run.json).
-    echo=False keeps ingestion's output in its log only (the tool's quiet default)."""
+    echo=False keeps ingestion's output in its log only (the tool's quiet default);
+    progress="lines" prints one line per prediction instead of a bar (for a log file)."""
     data_dir, name, solution = check_dataset(dataset_dir)
     output_dir, score_dir = os.path.abspath(output_dir), os.path.abspath(score_dir)
     check_output_dirs(os.path.dirname(data_dir), code_dir, output_dir, score_dir)

@@ -135,6 +135,17 @@ def test_fit_with_test_ratio_0_trains_on_all_without_tensorflow(tmp_path):
     rows = list(csv.reader(open(outs[0] / "predictions.csv")))[1:]
     assert len(rows) == 18  # every training image, predicted again
     assert "[ingestion]" not in run.stderr  # the run's log stays in its file
+    assert "prediction 1 at" not in run.stderr  # --quiet: no bar, no progress lines
+
+
+def test_progress_in_a_file_is_one_line_per_prediction(fitted, tmp_path):
+    _, root = fitted
+    run = _cli("fit", "--data", root / "photos" / "train", "--valid", root / "photos" / "val",
+               "--time_budget", "4", "--out", tmp_path / "out")
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("prediction ")]
+    assert lines and lines[0].startswith("prediction 1 at ")
+    assert "\r" not in run.stderr  # no bar frames in a file
 
 
 def test_predict_and_evaluate_never_import_tensorflow(fitted):
