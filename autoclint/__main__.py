@@ -1,6 +1,6 @@
 """autoclint: our classifier on your own data.
 
-    python -m autoclint fit --data FOLDER|CSV|AUTODL_DIR [--valid FOLDER] --time_budget 60 --out OUT
+    python -m autoclint fit --data FOLDER|CSV|AUTODL_DIR [--valid FOLDER] --time_budget 60
     python -m autoclint predict --model OUT --data FOLDER_OR_FILES --out preds.csv
     python -m autoclint evaluate --model OUT --data LABELLED_FOLDER [--out FOLDER]
     python -m autoclint zip --out submission.zip

@@ -104,6 +104,12 @@ def test_predict_cli_takes_single_files_and_model_folders(fitted, tmp_path):
     assert run.returncode == 0, run.stderr
     rows = list(csv.reader(open(tmp_path / "p.csv")))
     assert rows[0] == ["file", "class", *SHAPES] and len(rows) == 2
+    square = root / "photos" / "val" / "square"
+    run = _cli("predict", "--model", root / "out" / "model.pt", "--data", one, square,
+               "--out", tmp_path / "q.csv")
+    assert run.returncode == 0, run.stderr
+    names = [r[0] for r in list(csv.reader(open(tmp_path / "q.csv")))[1:]]
+    assert names == [str(one)] + [str(square / f"{i}.png") for i in range(5)]
 
 
 def test_evaluate_refuses_a_class_the_model_does_not_know(fitted, tmp_path, capsys):
