@@ -36,6 +36,9 @@ _TARGET_MODE = {1: "L", 3: "RGB", 4: "RGBA"}
 Image.MAX_IMAGE_PIXELS = None
 
 
+EVERYTHING = "everything"  # held_out: train on all images, test on them again (no held-out)
+
+
 class ConvertError(Exception):
     """A problem with the user's data: reported as one line, exit status 2."""
 
@@ -150,7 +153,7 @@ def _has_line_break(text):
     return "\n" in text or "\r" in text
 
 
-def _class_folders(root, extensions, kind):
+def _class_folders(root, extensions, kind, min_classes=2):
     if not os.path.isdir(root):
         raise ConvertError(f"{root}: not a folder")
     classes = sorted(d for d in os.listdir(root)
@@ -173,7 +176,7 @@ def _class_folders(root, extensions, kind):
         if not found:
             raise ConvertError(f"{folder}: no {kind} files in this class folder")
         files += [(os.path.join(folder, f), [index]) for f in found]
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise ConvertError(f"{root}: only one class ({classes[0]}); a classifier needs two "
                            "or more")
     return classes, files
@@ -258,14 +261,25 @@ def check_destination(out, sources, allow_inside=False):
 
 
 def _write(files, classes, payload, out, name, test_ratio, seed, image_format, overwrite,
-           relative_to):
-    """Split, write the dataset (atomically) and the list of test files beside it."""
+           relative_to, held_out=None, progress=True):
+    """Split, write the dataset (atomically) and the list of test files beside it.
+    held_out: None (split by test_ratio), a set of paths (the test split, the rest trains) or
+    EVERYTHING (train on all; the test split repeats the training images)."""
     label_lists = [labels for _, labels in files]
     if len({label for labels in label_lists for label in labels}) < 2:
         raise ConvertError("after skipping unreadable files fewer than two classes are left")
-    test = _split(label_lists, test_ratio, seed)
-    test_set = set(test)
-    train = [i for i in range(len(files)) if i not in test_set]
+    if held_out is EVERYTHING:
+        train = test = list(range(len(files)))
+    elif held_out is not None:
+        test = [i for i, (path, _) in enumerate(files) if path in held_out]
+        train = [i for i, (path, _) in enumerate(files) if path not in held_out]
+        if not test or not train:
+            raise ConvertError("no readable images left in the "
+                               + ("validation" if not test else "training") + " folder")
+    else:
+        test = _split(label_lists, test_ratio, seed)
+        test_set = set(test)
+        train = [i for i in range(len(files)) if i not in test_set]
 
     def xs(indices):  # lazy: videos are decoded one at a time while writing
         return (payload(i) for i in indices)
@@ -275,7 +289,7 @@ def _write(files, classes, payload, out, name, test_ratio, seed, image_format, o
     write_dataset(out, name, train=(xs(train), [label_lists[i] for i in train]),
                   test=(xs(test), [label_lists[i] for i in test]), output_dim=len(classes),
                   image_format=image_format, label_names=classes, overwrite=overwrite,
-                  progress=True)
+                  progress=progress)
     # Written after the atomic rename; a missing list only loses file names in fit's CSV.
     with open(os.path.join(out, name + TEST_FILES_SUFFIX), "w") as f:
         f.write("".join(os.path.relpath(files[i][0], relative_to) + "\n" for i in test))
@@ -285,10 +299,11 @@ def _write(files, classes, payload, out, name, test_ratio, seed, image_format, o
 
 
 def convert_images(files, classes, out, name, test_ratio=0.2, seed=0, overwrite=False,
-                   relative_to="."):
+                   relative_to=".", held_out=None, progress=True):
     """files: [(path, [class indices])]; unreadable files are reported and skipped."""
     kept, probes = [], []
-    for path, labels in tqdm(files, desc="checking images", unit="img", file=sys.stderr):
+    for path, labels in tqdm(files, desc="checking images", unit="img", file=sys.stderr,
+                             disable=not progress):
         probe = _probe_image(path)
         if probe is not None:
             kept.append((path, labels))
@@ -305,14 +320,38 @@ def convert_images(files, classes, out, name, test_ratio=0.2, seed=0, overwrite=
         return _image_bytes(kept[i][0], probes[i][0], probes[i][1], target)
 
     return _write(kept, classes, payload, out, name, test_ratio, seed, "png", overwrite,
-                  relative_to)
+                  relative_to, held_out, progress)
 
 
-def convert_folder(root, out, name=None, test_ratio=0.2, seed=0, overwrite=False):
+def convert_folder(root, out, name=None, test_ratio=0.2, seed=0, overwrite=False,
+                   held_out=None, progress=True):
     check_destination(out, [("source folder", root)])
     classes, files = _class_folders(root, IMAGE_EXTENSIONS, "image")
     name = name or _dataset_name(os.path.basename(os.path.abspath(root)))
-    return convert_images(files, classes, out, name, test_ratio, seed, overwrite, root)
+    return convert_images(files, classes, out, name, test_ratio, seed, overwrite, root,
+                          held_out, progress)
+
+
+def convert_folders(root, valid, out, name=None, overwrite=False, progress=True):
+    """Train on the class folders of `root`, test on those of `valid` (the same class names;
+    a class may be missing from `valid`)."""
+    check_destination(out, [("source folder", root), ("validation folder", valid)])
+    classes, files = _class_folders(root, IMAGE_EXTENSIONS, "image")
+    valid_classes, valid_files = _class_folders(valid, IMAGE_EXTENSIONS, "image", min_classes=1)
+    unknown = sorted(set(valid_classes) - set(classes))
+    if unknown:
+        raise ConvertError(f"{os.path.join(valid, unknown[0])}: class not in the training "
+                           f"folder {root} (its classes: {', '.join(classes)})")
+    index = {c: classes.index(c) for c in valid_classes}
+    held = [(path, [index[valid_classes[labels[0]]]]) for path, labels in valid_files]
+    name = name or _dataset_name(os.path.basename(os.path.abspath(root)))
+    try:
+        return convert_images(files + held, classes, out, name, overwrite=overwrite,
+                              relative_to=valid, held_out={p for p, _ in held},
+                              progress=progress)
+    except ConvertError as e:
+        folder = valid if "validation" in str(e) else root
+        raise ConvertError(f"{folder}: {e}") from None
 
 
 def convert_csv(csv_path, images, out, name=None, test_ratio=0.2, seed=0, overwrite=False):

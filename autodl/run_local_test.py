@@ -109,8 +109,12 @@ class Progress:
     logs and bar never overwrite each other.
     """
 
-    def __init__(self, enabled, budget):
+    def __init__(self, enabled, budget, echo=True):
         self.bar = None
+        self.echo = echo  # False: ingestion's lines go to ingestion.log only
+        # enabled="lines": no bar (stderr is a file), one line per new prediction instead.
+        self.lines, self.shown, self.budget = enabled == "lines", 0, budget
+        enabled = enabled and not self.lines
         self.lock = threading.Lock()
         if enabled:
             from tqdm import tqdm
@@ -126,6 +130,8 @@ class Progress:
                         log.write(line)
                     except (OSError, ValueError):
                         pass  # the log is only a copy: the terminal still gets the line
+                    if not self.echo:
+                        continue
                     with self.lock:
                         if self.bar is not None:
                             self.bar.write(line.rstrip("\n"), file=sys.stderr)
@@ -136,6 +142,10 @@ class Progress:
         return thread
 
     def update(self, start, scores):
+        if self.lines and start is not None and len(scores.scored) > self.shown:
+            self.shown = len(scores.scored)
+            print(f"prediction {self.shown} at {time.time() - start:.1f} s of "
+                  f"{self.budget:g} s", file=sys.stderr, flush=True)
         if self.bar is None or start is None:
             return
         elapsed = min(time.time() - start, self.bar.total)
@@ -222,8 +232,10 @@ def stage_dataset(data_dir, staging):
 
 def run(dataset_dir, code_dir, time_budget, output_dir=DEFAULT_OUTPUT_DIR,
         score_dir=DEFAULT_SCORE_DIR, clock_rule="2019-05", progress=True,
-        setup_cap=SETUP_CAP_S):
-    """Run ingestion and score it; returns the run summary (also written to run.json)."""
+        setup_cap=SETUP_CAP_S, echo=True):
+    """Run ingestion and score it; returns the run summary (also written to run.json).
+    echo=False keeps ingestion's output in its log only (the tool's quiet default);
+    progress="lines" prints one line per prediction instead of a bar (for a log file)."""
     data_dir, name, solution = check_dataset(dataset_dir)
     output_dir, score_dir = os.path.abspath(output_dir), os.path.abspath(score_dir)
     check_output_dirs(os.path.dirname(data_dir), code_dir, output_dir, score_dir)
@@ -239,7 +251,7 @@ def run(dataset_dir, code_dir, time_budget, output_dir=DEFAULT_OUTPUT_DIR,
         scores = score.Scores(name, solution,
                               layout.solution_path(os.path.dirname(data_dir), name))
         return _run(staging, name, shape, code_dir, time_budget, folders, scores,
-                    clock_rule, progress, setup_cap)
+                    clock_rule, progress, setup_cap, echo)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         for folder in folders.values():
@@ -247,7 +259,7 @@ def run(dataset_dir, code_dir, time_budget, output_dir=DEFAULT_OUTPUT_DIR,
 
 
 def _run(staging, name, shape, code_dir, time_budget, folders, scores, clock_rule, progress,
-         setup_cap):
+         setup_cap, echo=True):
     _become_subreaper()
     out = folders["out"]
     report_r, report_w = os.pipe()
@@ -268,7 +280,7 @@ def _run(staging, name, shape, code_dir, time_budget, folders, scores, clock_rul
     os.close(report_w)
     tree = ProcessTree(ingestion, preexisting)
     reports = Report(report_r, shape)
-    bar = Progress(progress, time_budget)
+    bar = Progress(progress, time_budget, echo)
     relay = bar.relay(ingestion.stdout, log)
     usage = []
     state = {"start": None, "k": 0, "error": None, "stopped": None, "ended": False,

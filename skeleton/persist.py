@@ -156,6 +156,22 @@ def load(path):
                              f"{' '.join(str(e).split())[:200]})") from None
 
 
+def _what_it_is(path, error):
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return " ".join(str(error).split())
+    if not head:
+        return "an empty file"
+    for magic, kind in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+                        (b"\x80", "a Python pickle, which is never loaded"),
+                        (b"PK", "a zip archive that holds no whole model (damaged?)")):
+        if head.startswith(magic):
+            return kind
+    return "not an archive fit writes"
+
+
 def _read(path):
     try:
         archive = np.load(path, allow_pickle=False)
@@ -168,8 +184,10 @@ def _read(path):
             arrays = {k: archive[k] for k in archive.files if k != META_KEY}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         # allow_pickle=False: a pickle (an older model file, or a hostile one) lands here.
-        raise ModelFileError(f"{path}: not a model file of this tool "
-                             f"({' '.join(str(e).split())})") from None
+        # numpy's own words ("pickled data", "allow_pickle") mislead about an image or a
+        # text file: say plainly what the file is not.
+        raise ModelFileError(f"{path}: not a model saved by autoclint fit "
+                             f"({_what_it_is(path, e)})") from None
     if not isinstance(state, dict) or state.get("version") not in READABLE_VERSIONS:
         version = state.get("version") if isinstance(state, dict) else None
         raise ModelFileError(f"{path}: unsupported model file version {version} "

@@ -203,6 +203,12 @@ def test_fit_turns_scores_into_probabilities_the_saved_model_s_way(tmp_path):
     assert app.as_probabilities([[0.2, 0.8]], "unused") == [[0.2, 0.8]]  # already in [0, 1]
 
 
+def _pins(name):
+    with open(os.path.join(REPO, name)) as f:
+        return {line.split("#")[0].strip() for line in f
+                if line.strip() and not line.startswith("#")}
+
+
 def test_pyproject_commands_extras_and_install_script_agree():
     import importlib
     import tomllib
@@ -216,8 +222,17 @@ def test_pyproject_commands_extras_and_install_script_agree():
     dynamic = project["tool"]["setuptools"]["dynamic"]
     files = list(dynamic["dependencies"]["file"])
     extras = dynamic["optional-dependencies"]
-    assert set(extras) == {"test", "bench", "video"}
+    assert files == ["requirements-tool.txt"]
+    assert set(extras) == {"harness", "test", "bench", "video"}
     files += [f for extra in extras.values() for f in extra["file"]]
+    # requirements.txt (the Dockerfile's, install.sh's) is the tool's pins plus the harness's
+    assert _pins("requirements.txt") == _pins("requirements-tool.txt") | _pins(
+        "requirements-harness.txt")
+    assert not any(p.startswith(("tensorflow", "ray")) for p in _pins("requirements-tool.txt"))
+    files.remove("requirements-tool.txt")
+    files.remove("requirements-harness.txt")
+    files.append("requirements.txt")
+    assert "-r requirements-tool.txt" in open(os.path.join(REPO, "scripts", "install.sh")).read()
     with open(os.path.join(REPO, "scripts", "install.sh")) as f:
         install = f.read()
     for name in files:  # every file exists, holds pins, and the install script installs it

@@ -158,9 +158,15 @@ def test_fit_then_predict(tmp_path):
     data = make_folder(tmp_path / "shapes", per_class=20)
     out = tmp_path / "out"
     result = _cli("autoclint", "fit", "--data", str(data), "--time_budget", "20", "--out",
-                  str(out), "--quiet")
+                  str(out), "--quiet", "--keep-dataset")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (out / "learning-curve.png").exists() and (out / "model.pt").exists()
+    assert (out / "dataset").is_dir()  # --keep-dataset; by default a temporary copy
+    # 4 held-out images a class: fit says the scores are rough rather than hiding it
+    assert "fewer than 5 images of circle (4)" in result.stderr
+    assert "checking images" not in result.stderr and "prediction 1 at" not in result.stderr
+    assert "top-1 accuracy" in result.stdout and "ALC" not in result.stdout
+    assert (out / "report.md").read_text() in result.stdout
     with open(out / "predictions.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["file", "class", *SHAPES]
