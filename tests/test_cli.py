@@ -160,6 +160,7 @@ class Model:
 '''
 
 
+@pytest.mark.slow
 def test_config_and_verbose_reach_the_submission(tmp_path, monkeypatch, tiny_dataset):
     monkeypatch.setenv("AUTOCLINT_CONFIG", '{"from": "the variable"}')
     monkeypatch.setenv("AUTOCLINT_VERBOSE", "")
