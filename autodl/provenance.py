@@ -36,9 +36,9 @@ def calibrate(seconds=None):
     for about `seconds`: a figure of this machine's speed at the time of the bench."""
     seconds = CALIBRATION_S if seconds is None else seconds
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((64, 256)).astype(np.float32)
+    x = rng.standard_normal((256, 512)).astype(np.float32)
     y = (x[:, :8].sum(axis=1) > 0).astype(np.float32)
-    w = np.zeros((256, 1), np.float32)
+    w = np.zeros((512, 1), np.float32)
     steps, start = 0, time.perf_counter()
     while True:
         p = 1.0 / (1.0 + np.exp(-(x @ w)))
