@@ -8,17 +8,26 @@ OUT/curves-DATASET.png (every learning curve of a dataset overlaid) and OUT/resu
 with --ray ADDRESS each run is a task on an existing Ray cluster (or --ray local).
 --subsample N [N ...] runs stratified subsets of N training records of each dataset instead
 (DATASET-nN, cached beside the zoo data; add `full` to run the whole sets too).
+
+results.json also records where the figures come from: the date, the command line, the
+machine (CPU model, cores, a calibration figure measured before the runs), each code dir's
+git commit, and each dataset's fingerprint and zoo builder version. From one or more bench
+outputs,
+
+    python -m autodl.bench report OUT [OUT ...] > docs/results.md
+
+writes the markdown results file: per dataset, a row per run with that provenance.
 """
 import argparse
 import json
 import os
-import platform
+import shlex
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 
-from autodl import datasets, run_local_test
+from autodl import datasets, provenance, run_local_test
 from autodl.datasets.subsample import SubsampleError, subsample
 from autodl.report import step_curve
 
@@ -232,19 +241,26 @@ def _variants(name, path, data_dir, sizes, seed):
 
 def plan(suite, code_dirs, labels, out_dir, data_dir, time_budget, repeat, clock_rule,
          envs=None, subsample_sizes=(), subsample_seed=0):
-    """Build what is missing and list the runs: dataset-major, so repeats interleave codes."""
+    """Build what is missing and list the runs: dataset-major, so repeats interleave codes.
+    Each job carries its data's fingerprint and builder version and its code's commit."""
     jobs = []
+    commits = {label: provenance.code_commit(code_dir)
+               for code_dir, label in zip(code_dirs, labels)}
     for zoo_name in suite.datasets:
         result = datasets.build(zoo_name, data_dir, small=suite.small, progress=True)
         print(f"dataset {zoo_name}: {'ready' if result.skipped else 'built'} at {result.path}",
               file=sys.stderr)
         variants = _variants(zoo_name, result.path, data_dir, subsample_sizes, subsample_seed)
         for name, path in variants:
+            data = provenance.dataset_provenance(path)
             for rep in range(repeat):
                 for code_dir, label in zip(code_dirs, labels):
                     jobs.append({"dataset": name, "dataset_path": path,
                                  "code_dir": os.path.abspath(code_dir), "label": label,
                                  "repeat": rep, "time_budget": time_budget,
+                                 "dataset_fingerprint": data["fingerprint"],
+                                 "builder_version": data["builder_version"],
+                                 "code_commit": commits[label],
                                  "clock_rule": clock_rule, "env": (envs or {}).get(label, {}),
                                  "run_dir": os.path.join(out_dir, "runs", name, label,
                                                          str(rep))})
@@ -275,11 +291,16 @@ def run_ray(jobs, address, cpus_per_run, gpus_per_run):
         ray.shutdown()
 
 
-def write_outputs(out_dir, suite_name, results, labels):
+def write_outputs(out_dir, suite_name, results, labels, context=None):
+    """OUT/report.md, the curves and OUT/results.json. context: {"date", "command",
+    "machine"} recorded with the runs (run_context's)."""
+    context = context or run_context([], calibration_s=0.0)
+    machine = context["machine"]
     os.makedirs(out_dir, exist_ok=True)
     sections = [f"# Benchmark `{suite_name}`", "",
-                f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
-                f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M')}.",
+                f"Machine: {machine['cpu_model']}, {machine['cpus']} cores, calibration "
+                f"{machine['calibration_steps_per_s']:g} steps/s, Python {machine['python']}; "
+                f"{context['date']}.", f"Command: `{context['command']}`.",
                 "Medians over repeats, [min, max] when repeated; ALC ratio is to the first "
                 "code dir.", ""]
     for run in results:
@@ -300,14 +321,91 @@ def write_outputs(out_dir, suite_name, results, labels):
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write(report)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"suite": suite_name, "labels": labels, "machine": {
-            "cpus": os.cpu_count(), "platform": platform.platform()}, "runs": results}, f,
-            indent=1)
+        json.dump({"suite": suite_name, "labels": labels, **context, "runs": results}, f,
+                  indent=1)
     return report
 
 
+def run_context(argv, calibration_s=None):
+    """When, how and on what the bench runs: {"date", "command", "machine"}."""
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": shlex.join(["python", "-m", "autodl.bench", *argv]),
+            "machine": provenance.machine(calibration_s)}
+
+
+def _cell(value, fmt="{}"):
+    return "-" if value is None else fmt.format(value)
+
+
+def _short(text, n=12):
+    return "-" if not text else text[:n]
+
+
+RESULTS_HEADER = ("| code | ALC | final NAUC | first pred. (s) | peak MB | commit | date | "
+                  "data (builder, fingerprint) | machine (CPU, cores, calibration) | command |")
+
+
+def results_markdown(run_dirs):
+    """The results file from bench outputs (each a folder with results.json, or the file):
+    per dataset, a row per run naming its code, data, machine and command."""
+    loaded = []
+    for path in run_dirs:
+        file = os.path.join(path, "results.json") if os.path.isdir(path) else path
+        with open(file, encoding="utf-8") as f:
+            loaded.append(json.load(f))
+    rows = {}
+    for result in loaded:
+        machine = result.get("machine", {})
+        where = (f"{machine.get('cpu_model', '?')}, {_cell(machine.get('cpus'))} cores, "
+                 f"{_cell(machine.get('calibration_steps_per_s'), '{:g}')} steps/s")
+        for run in result.get("runs", []):
+            commit = run.get("code_commit") or {}
+            version = _short(commit.get("commit"), 10) + ("+dirty" if commit.get("dirty") else "")
+            data = (f"v{_cell(run.get('builder_version'))}, "
+                    f"`{_short(run.get('dataset_fingerprint'))}`")
+            command = result.get("command")
+            rows.setdefault((run["dataset"], run.get("time_budget")), []).append(" | ".join([
+                f"| {run['label']}", _cell(run.get("alc"), "{:.4f}"),
+                _cell(run.get("final_nauc"), "{:.4f}"),
+                _cell(run.get("first_prediction_s"), "{:.1f}"),
+                _cell(run.get("peak_rss_mb"), "{:.0f}"), version,
+                _cell(result.get("date")), data, where,
+                f"`{command}` |" if command else "- |"]))
+    lines = ["# Results", "",
+             "Generated by `python -m autodl.bench report` from bench outputs (results.json); "
+             "do not edit by hand. Each row is one run: the data is named by the zoo builder's "
+             "version and a sha256 of the dataset's files (first 12 hex digits), the machine by "
+             "its CPU, cores and the bench's calibration (steps per second of a fixed numpy "
+             "loop, measured before the runs).", ""]
+    for (dataset, budget), table_rows in rows.items():
+        lines += [f"## {dataset} (T = {_cell(budget, '{:g}')} s)", "", RESULTS_HEADER,
+                  "|" + "---|" * (RESULTS_HEADER.count("|") - 1), *table_rows, ""]
+    return "\n".join(lines)
+
+
+def report_main(argv):
+    parser = argparse.ArgumentParser(prog="python -m autodl.bench report",
+                                     description="Markdown results from bench outputs.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="a bench --out folder (or its results.json)")
+    args = parser.parse_args(argv)
+    try:
+        text = results_markdown(args.run_dirs)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    return 0
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="python -m autodl.bench report OUT [OUT ...] prints the markdown results "
+               "file of bench outputs (see docs/results.md).")
     parser.add_argument("--suite", choices=sorted(SUITES), default="smoke")
     parser.add_argument("--code_dir", action="append",
                         help="submission folder or zip; repeat to compare (default: the "
@@ -350,9 +448,10 @@ def main(argv=None):
     except datasets.ZooError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    context = run_context(argv)  # calibrated before the runs, on a quiet machine
     results = (run_ray(jobs, args.ray, args.cpus_per_run, args.gpus_per_run) if args.ray
                else run_local(jobs))
-    print(write_outputs(out_dir, args.suite, results, labels))
+    print(write_outputs(out_dir, args.suite, results, labels, context))
     return 0 if not any(_is_crash(r) for r in results) else 1
 
 

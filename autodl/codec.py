@@ -76,7 +76,8 @@ def encode_record(record_id: int, label_indices, *, dense_frames=None, compresse
         feature_list = example.feature_lists.feature_list[COMPRESSED_KEY].feature
         for data in compressed_frames:
             feature_list.add().bytes_list.value.append(data)
-    return example.SerializeToString()
+    # Map entries in key order: otherwise their order follows the string hash seed.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_record(payload: bytes):

@@ -65,20 +65,3 @@ def iter_records(path, verify=True):
         yield payload
         offset = stop + 4
 
-
-def count_records(path) -> int:
-    """Number of records, from the framing alone (no payload is copied or checked)."""
-    path = os.fspath(path)
-    size = os.path.getsize(path)
-    count, offset = 0, 0
-    with open(path, "rb") as f:
-        while offset < size:
-            f.seek(offset)
-            header = f.read(8)
-            if len(header) < 8:
-                raise RecordError(f"{path}: truncated record header at byte {offset}")
-            offset += 16 + _LENGTH.unpack(header)[0]
-            if offset > size:
-                raise RecordError(f"{path}: truncated record ending past byte {size}")
-            count += 1
-    return count

@@ -14,14 +14,15 @@ files, stops ingestion at clock start + T and then kills every process the submi
 started. Outputs: autodl/AutoDL_sample_result_submission/ (predictions, start.txt, end.txt,
 ingestion.log) and autodl/AutoDL_scoring_output/ (scores.txt, scores.json,
 learning-curve-NAME.png, detailed_results.html, run.json).
+
+This module is the command line and the run itself (reports, scores, the progress bar and
+the summary); autodl.supervise starts ingestion and keeps, stops and sweeps its process tree.
 """
 import argparse
 import json
 import math
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if __package__ in (None, ""):  # run as a script: make the `autodl` package importable
     sys.path.insert(0, os.path.dirname(HERE))
 
-from autodl import guard, layout, report, runfiles, score  # noqa: E402
+from autodl import guard, layout, report, runfiles, score, supervise  # noqa: E402
 from autodl.flags import FlagError, add_flag, apply_submission_settings, str2bool  # noqa: E402
 from autodl.ingestion import CLOCK_RULES  # noqa: E402
 from autodl.reader import check_splits  # noqa: E402
@@ -41,19 +42,14 @@ DEFAULT_CODE_DIR = REPO  # our model.py; the harness only runs it, it never impo
 REFERENCE_CODE_DIR = os.path.join(HERE, "reference_submission")
 DEFAULT_OUTPUT_DIR = os.path.join(HERE, "AutoDL_sample_result_submission")
 DEFAULT_SCORE_DIR = os.path.join(HERE, "AutoDL_scoring_output")
-# Seconds between SIGTERM and SIGKILL when ingestion overruns.
-KILL_GRACE_S = 2.0
-# The time before the clock starts (imports under 2019-08, construction too under 2019-12)
-# is capped: the 2019-12 rule's 20 minutes.
-SETUP_CAP_S = 20 * 60.0
+# The time allowed before the clock starts (see autodl.supervise).
+SETUP_CAP_S = supervise.SETUP_CAP_S
 # The runner's loop period: predictions arriving faster are superseded (see Report).
 TICK_S = 0.1
 # Predictions waiting for the runner; more that arrive within one tick supersede the newest.
 MAX_PENDING = 4
 # While the run goes on, the score folder's live page is rewritten at most this often.
 LIVE_PAGE_S = 2.0
-# Killing the tree stops trying after this long (a process stuck in the kernel).
-SWEEP_LIMIT_S = 5.0
 
 
 def check_dataset(dataset_dir):
@@ -84,22 +80,6 @@ def check_output_dirs(dataset_dir, code_dir, output_dir, score_dir):
 def _fresh_dir(path):
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
-
-
-def _reap(process, rusage_box):
-    """Non-blocking wait that keeps the child's resource usage (peak memory)."""
-    if process.returncode is not None:
-        return True
-    try:
-        pid, status, rusage = os.wait4(process.pid, os.WNOHANG)
-    except ChildProcessError:  # reaped elsewhere: its status is lost, not its end
-        process.returncode = -1
-        return True
-    if pid == 0:
-        return False
-    process.returncode = os.waitstatus_to_exitcode(status)
-    rusage_box.append(rusage)
-    return True
 
 
 class Progress:
@@ -250,159 +230,197 @@ def run(dataset_dir, code_dir, time_budget, output_dir=DEFAULT_OUTPUT_DIR,
         os.makedirs(os.path.join(staging, "tmp"))
         scores = score.Scores(name, solution,
                               layout.solution_path(os.path.dirname(data_dir), name))
-        return _run(staging, name, shape, code_dir, time_budget, folders, scores,
-                    clock_rule, progress, setup_cap, echo)
+        return _Run(staging, name, shape, code_dir, time_budget, clock_rule, folders, scores,
+                    progress, setup_cap, echo).execute()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         for folder in folders.values():
             folder.close()
 
 
-def _run(staging, name, shape, code_dir, time_budget, folders, scores, clock_rule, progress,
-         setup_cap, echo=True):
-    _become_subreaper()
-    out = folders["out"]
-    report_r, report_w = os.pipe()
-    # The submission's temporary files go to the staging folder, removed after the run.
-    ingestion_env = dict(os.environ, TMPDIR=os.path.join(staging, "tmp"))
-    me = os.getpid()
-    preexisting = {pid for pid, (ppid, _) in _process_table().items() if ppid == me}
-    log = out.open_new("ingestion.log")
-    launched = time.time()
-    ingestion = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "ingestion.py"), "-dataset_dir", staging,
-         "-output_dir", out.path, "-code_dir", os.path.abspath(code_dir),
-         "-time_budget", str(time_budget), "-clock_rule", clock_rule,
-         "-report_fd", str(report_w)],
-        pass_fds=(report_w,), env=ingestion_env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-        errors="replace")
-    os.close(report_w)
-    tree = ProcessTree(ingestion, preexisting)
-    reports = Report(report_r, shape)
-    bar = Progress(progress, time_budget, echo)
-    relay = bar.relay(ingestion.stdout, log)
-    usage = []
-    state = {"start": None, "k": 0, "error": None, "stopped": None, "ended": False,
-             "end_ok": False, "folder": None, "timestamps": None, "pid": ingestion.pid}
-    shown, ingestion_ended, success = 0.0, None, False
-    error = "the runner failed"
-    try:
-        while True:
-            alive = not _reap(ingestion, usage)
-            now = time.time()
-            for stamp, words, matrix in reports.pending():
-                _handle(words, matrix, stamp, state, name, time_budget, clock_rule, out,
-                        scores)
-            if state["folder"] is None and not out.intact():
-                try:
-                    out.check()
-                except OSError as e:
-                    state["folder"] = str(e)
-            if state["folder"]:
-                state["stopped"] = state["folder"] + ": ingestion stopped"
-                break
-            if not alive:
-                break
-            start = state["start"]
-            if start is not None and now >= start + time_budget:
-                state["stopped"] = "time budget reached: ingestion stopped"
-                break
-            if start is None and now >= launched + setup_cap:
-                state["stopped"] = (f"the clock did not start within {setup_cap:g} s "
-                                    f"({clock_rule} rule): ingestion stopped")
-                break
-            if start is not None and now - shown >= LIVE_PAGE_S:
-                shown = now  # the live page, rewritten at most every LIVE_PAGE_S seconds
-                _write_scores(folders["scores"], scores.result("running", time_budget,
-                                                               clock_rule), final=False)
-            bar.update(start, scores)
-            time.sleep(TICK_S)
-        decided = time.time()  # ingestion ended, or we stop it: later reports do not count
-        if state["stopped"]:
-            _log(state["stopped"])
-            tree.stop(ingestion, usage)
-        tree.kill_all(ingestion, usage)  # whatever it left behind, wherever it moved
-        _reap_wait(ingestion, usage, 2.0)
-        ingestion_ended = time.time()
-        reports.thread.join(timeout=1.0)
-        for stamp, words, matrix in reports.pending():  # sent before it ended
-            if stamp <= decided:
-                _handle(words, matrix, stamp, state, name, time_budget, clock_rule, out,
-                        scores)
-        error = _ingestion_error(state, reports, ingestion)
-        success = error is None
-        state["success"] = success
+class _Run:
+    """One run of ingestion: what it was given, and what the runner learnt while it ran (the
+    clock's start, the predictions counted, how it ended). Supervision lives in
+    autodl.supervise; this object reads ingestion's reports, scores and writes them."""
+
+    def __init__(self, staging, name, shape, code_dir, time_budget, clock_rule, folders,
+                 scores, progress, setup_cap, echo=True):
+        self.staging, self.name, self.shape = staging, name, shape
+        self.echo = echo  # False: ingestion's lines go to its log only
+        self.code_dir, self.time_budget, self.clock_rule = code_dir, time_budget, clock_rule
+        self.out, self.score_folder, self.scores = folders["out"], folders["scores"], scores
+        self.progress, self.setup_cap = progress, setup_cap
+        self.start = None  # the runner's stamp of ingestion's clock message
+        self.k = 0  # predictions counted
+        self.error = None  # the reason ingestion gave in its end message
+        self.stopped = None  # why the runner stopped ingestion
+        self.ended = False
+        self.end_ok = False
+        self.folder = None  # what went wrong with the output folder
+        self.timestamps = None  # start.txt, opened once
+        self.success = False
+        self.pid = None
+
+    def execute(self):
+        out = self.out
+        report_r, report_w = os.pipe()
+        # The submission's temporary files go to the staging folder, removed after the run.
+        env = dict(os.environ, TMPDIR=os.path.join(self.staging, "tmp"))
+        log = out.open_new("ingestion.log")
+        child = supervise.Supervised(
+            [sys.executable, os.path.join(HERE, "ingestion.py"), "-dataset_dir", self.staging,
+             "-output_dir", out.path, "-code_dir", os.path.abspath(self.code_dir),
+             "-time_budget", str(self.time_budget), "-clock_rule", self.clock_rule,
+             "-report_fd", str(report_w)],
+            env, pass_fds=(report_w,), setup_cap=self.setup_cap)
+        os.close(report_w)
+        self.pid = child.pid
+        reports = Report(report_r, self.shape)
+        bar = Progress(self.progress, self.time_budget, self.echo)
+        relay = bar.relay(child.stdout, log)
+        shown, ingestion_ended = 0.0, None
+        error = "the runner failed"
         try:
-            out.write(runfiles.END_FILE, runfiles.end_text(
-                duration=ingestion_ended - launched, success=success,
-                end_time=ingestion_ended, error=error))
-        except OSError as e:
-            error = error or f"cannot write {runfiles.END_FILE}: {e}"
-    finally:
-        if ingestion.poll() is None:
-            ingestion.kill()
-        tree.kill_all(ingestion, usage)
-        relay.join(timeout=2.0)
-        bar.close()
-        if state["timestamps"] is not None:
-            state["timestamps"].close()
-    status = "finished" if success else f"ingestion failed: {error}"
-    result = scores.result(status, time_budget, clock_rule)
-    result["superseded_predictions"] = reports.superseded
-    return _summarise(folders["scores"], result, time_budget, usage, ingestion_ended, state,
-                      error)
+            while True:
+                alive = child.alive()
+                now = time.time()
+                for stamp, words, matrix in reports.pending():
+                    self.handle(words, matrix, stamp)
+                if self.folder is None and not out.intact():
+                    try:
+                        out.check()
+                    except OSError as e:
+                        self.folder = str(e)
+                if self.folder:
+                    self.stopped = self.folder + ": ingestion stopped"
+                    break
+                if not alive:
+                    break
+                if self.start is not None and now >= self.start + self.time_budget:
+                    self.stopped = "time budget reached: ingestion stopped"
+                    break
+                if self.start is None and child.setup_overdue(now):
+                    self.stopped = (f"the clock did not start within {self.setup_cap:g} s "
+                                    f"({self.clock_rule} rule): ingestion stopped")
+                    break
+                if self.start is not None and now - shown >= LIVE_PAGE_S:
+                    shown = now  # the live page, rewritten at most every LIVE_PAGE_S seconds
+                    _write_scores(self.score_folder, self.scores.result(
+                        "running", self.time_budget, self.clock_rule), final=False)
+                bar.update(self.start, self.scores)
+                time.sleep(TICK_S)
+            decided = time.time()  # ingestion ended, or we stop it: later reports do not count
+            if self.stopped:
+                _log(self.stopped)
+                child.stop()
+            child.clean_up()
+            ingestion_ended = time.time()
+            reports.thread.join(timeout=1.0)
+            for stamp, words, matrix in reports.pending():  # sent before it ended
+                if stamp <= decided:
+                    self.handle(words, matrix, stamp)
+            error = self.ingestion_error(reports, child)
+            self.success = error is None
+            try:
+                out.write(runfiles.END_FILE, runfiles.end_text(
+                    duration=ingestion_ended - child.launched, success=self.success,
+                    end_time=ingestion_ended, error=error))
+            except OSError as e:
+                error = error or f"cannot write {runfiles.END_FILE}: {e}"
+        finally:
+            child.force_end()
+            relay.join(timeout=2.0)
+            bar.close()
+            if self.timestamps is not None:
+                self.timestamps.close()
+        status = "finished" if self.success else f"ingestion failed: {error}"
+        result = self.scores.result(status, self.time_budget, self.clock_rule)
+        result["superseded_predictions"] = reports.superseded
+        return self.summarise(result, child.peak_rss_mb(), ingestion_ended, error)
 
+    def ingestion_error(self, report, child):
+        """Why the run failed, in one line; None when it ran cleanly."""
+        problem = self.stopped or self.folder or self.error or report.problem
+        if problem:
+            return problem
+        if child.returncode != 0:
+            return f"ingestion died (exit status {child.returncode})"
+        if self.start is None:
+            return "ingestion ended before starting the clock"
+        if not self.ended:
+            return ("exited early: ingestion ended (exit status 0) without its end message; "
+                    "the submission left the process itself")
+        if not self.end_ok:
+            return "ingestion reported a failure without a reason"
+        return None
 
-def _ingestion_error(state, report, ingestion):
-    """Why the run failed, in one line; None when it ran cleanly."""
-    if state["stopped"] or state["folder"] or state["error"] or report.problem:
-        return state["stopped"] or state["folder"] or state["error"] or report.problem
-    if ingestion.returncode != 0:
-        return f"ingestion died (exit status {ingestion.returncode})"
-    if state["start"] is None:
-        return "ingestion ended before starting the clock"
-    if not state["ended"]:
-        return ("exited early: ingestion ended (exit status 0) without its end message; the "
-                "submission left the process itself")
-    if not state["end_ok"]:
-        return "ingestion reported a failure without a reason"
-    return None
+    def handle(self, words, matrix, stamp):
+        """One message from ingestion, stamped `stamp` by the runner."""
+        kind = words[0]
+        if kind == "clock" and self.start is None:
+            self.start = stamp
+            try:
+                # Opened once, by the runner: a link put at start.txt later is never written
+                # through.
+                self.timestamps = self.out.open_new(runfiles.START_FILE)
+                self.timestamps.write(runfiles.start_text(
+                    pid=self.pid, task_name=self.name, time_budget=self.time_budget,
+                    start_time=stamp, clock_rule=self.clock_rule))
+            except OSError as e:
+                self.folder = self.folder or runfiles.one_line(e)
+        elif kind == "predict" and self.start is not None:
+            elapsed = stamp - self.start
+            if elapsed > self.time_budget:
+                return  # too late to count
+            k = self.k
+            self.k += 1
+            # Scored from memory first: whatever happens to the folder, the prediction counts.
+            self.scores.add(k, elapsed, lambda: matrix, f"{self.name}.predict_{k}")
+            try:
+                if self.timestamps is not None:
+                    self.timestamps.write(f"{k}: {stamp!r}\n")
+                self.out.write(os.path.basename(runfiles.prediction_path("", self.name, k)),
+                               runfiles.prediction_text(matrix))
+            except OSError as e:
+                self.folder = self.folder or runfiles.one_line(e)
+        elif kind == "end":
+            self.ended = True
+            self.end_ok = len(words) > 1 and words[1] == "1"
+            if len(words) > 2 and self.error is None:
+                self.error = " ".join(words[2:])
 
-
-def _handle(words, matrix, stamp, state, name, time_budget, clock_rule, out, scores):
-    """One message from ingestion, stamped `stamp` by the runner."""
-    kind = words[0]
-    if kind == "clock" and state["start"] is None:
-        state["start"] = stamp
-        try:
-            # Opened once, by the runner: a link put at start.txt later is never written through.
-            state["timestamps"] = out.open_new(runfiles.START_FILE)
-            state["timestamps"].write(runfiles.start_text(
-                pid=state["pid"], task_name=name, time_budget=time_budget, start_time=stamp,
-                clock_rule=clock_rule))
-        except OSError as e:
-            state["folder"] = state["folder"] or runfiles.one_line(e)
-    elif kind == "predict" and state["start"] is not None:
-        elapsed = stamp - state["start"]
-        if elapsed > time_budget:
-            return  # too late to count
-        k = state["k"]
-        state["k"] += 1
-        # Scored from memory first: whatever happens to the folder, the prediction counts.
-        scores.add(k, elapsed, lambda: matrix, f"{name}.predict_{k}")
-        try:
-            if state["timestamps"] is not None:
-                state["timestamps"].write(f"{k}: {stamp!r}\n")
-            out.write(os.path.basename(runfiles.prediction_path("", name, k)),
-                      runfiles.prediction_text(matrix))
-        except OSError as e:
-            state["folder"] = state["folder"] or runfiles.one_line(e)
-    elif kind == "end":
-        state["ended"] = True
-        state["end_ok"] = len(words) > 1 and words[1] == "1"
-        if len(words) > 2 and state["error"] is None:
-            state["error"] = " ".join(words[2:])
+    def summarise(self, result, peak_rss_mb, ingestion_ended, error):
+        """The run summary, from what the runner holds; the score folder's files written
+        last."""
+        folder, start, time_budget = self.score_folder, self.start, self.time_budget
+        problems = result.get("problems") or []
+        written = _write_scores(folder, result, final=True)
+        if not written:
+            problems = problems + [f"{folder.path}: the score folder was deleted or replaced "
+                                   "during the run; scores not written there"]
+        summary = {
+            "task_name": result["task_name"], "time_budget": time_budget,
+            "alc": result["alc"], "final_nauc": result["final_nauc"],
+            "final_accuracy": (result.get("accuracy") or [None])[-1],
+            "first_prediction_s": result["first_prediction_s"],
+            "num_predictions": result["num_predictions"],
+            "superseded_predictions": result.get("superseded_predictions", 0),
+            "ingestion_success": bool(self.success),
+            "error": error or ("; ".join(problems) or None),
+            "warnings": problems,
+            "peak_rss_mb": peak_rss_mb,
+            # How long ingestion outlived the budget (negative: it finished early).
+            "overrun_s": round(ingestion_ended - start - time_budget, 3) if start else None,
+            # How long the whole run (scoring and the clean-up included) outlived the budget.
+            "run_overrun_s": round(time.time() - start - time_budget, 3) if start else None,
+            "timestamps": result["timestamps"], "nauc_scores": result["nauc_scores"],
+        }
+        if written:
+            try:
+                folder.write("run.json", json.dumps(summary, indent=1))
+            except OSError as e:
+                _log(f"error: run.json not written: {runfiles.one_line(e)}")
+        return summary
 
 
 def _write_scores(folder, result, final):
@@ -417,154 +435,7 @@ def _write_scores(folder, result, final):
         return False
 
 
-def _log(message):
-    print(f"[runner] {message}", file=sys.stderr, flush=True)
-
-
-def _reap_wait(process, usage, timeout):
-    deadline = time.time() + timeout
-    while not _reap(process, usage) and time.time() < deadline:
-        time.sleep(0.05)
-
-
-def _become_subreaper():
-    """Orphaned descendants of ingestion become our children instead of init's, so that
-    every process the submission starts stays in our tree (Linux; elsewhere the process group
-    is what is stopped)."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
-
-
-def _process_table():
-    """{pid: (ppid, state letter)} of every process, from /proc."""
-    table = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return table
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        table[int(entry)] = (int(fields[1]), fields[0])
-    return table
-
-
-class ProcessTree:
-    """Everything ingestion started, whatever group, session or parent it moved to.
-
-    The runner is the subreaper of its tree: a process whose parent ends is re-parented to
-    the runner, never to init, so every process the submission starts stays our descendant
-    through its parent links. A sweep kills every descendant; the sweeps go on until one finds
-    no descendant at all, not even a zombie. A zombie is reaped only after the sweep that saw
-    it, and its children were re-parented before it became one, so the next sweep sees them:
-    a fork loop that keeps changing its pid cannot slip between two sweeps.
-    """
-
-    def __init__(self, process, preexisting):
-        self.root = process.pid
-        self.me = os.getpid()
-        self.exclude = set(preexisting)  # our children from before ingestion: not its tree
-
-    def members(self):
-        """{pid: (ppid, state)} of our descendants, zombies included."""
-        table = _process_table()
-        children = {}
-        for pid, (ppid, _) in table.items():
-            children.setdefault(ppid, []).append(pid)
-        found, stack = {}, list(children.get(self.me, []))
-        while stack:
-            pid = stack.pop()
-            if pid in found or pid in self.exclude or pid == self.me:
-                continue
-            found[pid] = table[pid]
-            stack.extend(children.get(pid, []))
-        return found
-
-    def stop(self, ingestion, usage):
-        """SIGTERM ingestion's group and give it KILL_GRACE_S to end."""
-        _signal_group(self.root, signal.SIGTERM)
-        deadline = time.time() + KILL_GRACE_S
-        while time.time() < deadline and not _reap(ingestion, usage):
-            time.sleep(0.05)
-
-    def kill_all(self, ingestion, usage):
-        """Kill and reap our whole tree; False (and a line) if it is not empty within
-        SWEEP_LIMIT_S."""
-        deadline = time.time() + SWEEP_LIMIT_S
-        while True:
-            _signal_group(self.root, signal.SIGKILL)
-            members = self.members()
-            if not members:
-                return True
-            for pid in members:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            for pid, (ppid, state) in members.items():
-                if state != "Z" or ppid != self.me:
-                    continue
-                if pid == ingestion.pid:
-                    _reap(ingestion, usage)  # keeps its status and peak memory
-                    continue
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-            if time.time() > deadline:
-                _log(f"{len(members)} processes still alive after {SWEEP_LIMIT_S:g} s of "
-                     "killing: " + " ".join(map(str, sorted(members)[:10])))
-                return False
-            time.sleep(0.005)
-
-
-def _signal_group(pgid, sig):
-    try:
-        os.killpg(pgid, sig)
-    except OSError:
-        pass
-
-
-def _summarise(folder, result, time_budget, usage, ingestion_ended, state, error):
-    """The run summary, from what the runner holds; the score folder's files written last."""
-    start = state["start"]
-    problems = result.get("problems") or []
-    written = _write_scores(folder, result, final=True)
-    if not written:
-        problems = problems + [f"{folder.path}: the score folder was deleted or replaced "
-                               "during the run; scores not written there"]
-    summary = {
-        "task_name": result["task_name"], "time_budget": time_budget,
-        "alc": result["alc"], "final_nauc": result["final_nauc"],
-        "final_accuracy": (result.get("accuracy") or [None])[-1],
-        "first_prediction_s": result["first_prediction_s"],
-        "num_predictions": result["num_predictions"],
-        "superseded_predictions": result.get("superseded_predictions", 0),
-        "ingestion_success": bool(state.get("success")),
-        "error": error or ("; ".join(problems) or None),
-        "warnings": problems,
-        "peak_rss_mb": round(usage[0].ru_maxrss / 1024.0, 1) if usage else None,
-        # How long ingestion outlived the budget (negative: it finished early).
-        "overrun_s": round(ingestion_ended - start - time_budget, 3) if start else None,
-        # How long the whole run (scoring and the clean-up included) outlived the budget.
-        "run_overrun_s": round(time.time() - start - time_budget, 3) if start else None,
-        "timestamps": result["timestamps"], "nauc_scores": result["nauc_scores"],
-    }
-    if written:
-        try:
-            folder.write("run.json", json.dumps(summary, indent=1))
-        except OSError as e:
-            _log(f"error: run.json not written: {runfiles.one_line(e)}")
-    return summary
+_log = supervise.log
 
 
 def format_summary(summary):

@@ -276,6 +276,7 @@ def _run(tmp_path, our_model, overrides, shape=(16, 16, 1), rounds=8):
     return m.learner
 
 
+@pytest.mark.slow
 def test_learner_searches_once_between_the_first_and_second_phase(tmp_path, our_model,
                                                                     caplog):
     with caplog.at_level(logging.INFO, logger="skeleton"):
@@ -291,6 +292,7 @@ def test_learner_searches_once_between_the_first_and_second_phase(tmp_path, our_
         assert any("augment search: kept" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_learner_skips_the_search_when_off_or_short_of_time(tmp_path, our_model):
     learner = _run(tmp_path / "off", our_model, {"augment": {"search": False}})
     assert learner.phase_count >= 2 and learner.augment_search is None
@@ -304,6 +306,7 @@ def test_video_config_keeps_the_search_off():
     assert os.path.exists(os.path.join(CONFIG_DIR, f"{CFG['pool']}.yaml"))
 
 
+@pytest.mark.slow
 def test_search_never_holds_back_a_better_prediction(tmp_path, monkeypatch, our_model):
     """When the first phase ends with a better model, test() gets it before the search runs."""
     from skeleton.candidates import NetworkCandidate
@@ -332,6 +335,7 @@ def test_search_without_a_defined_score_keeps_nothing_and_does_not_fail():
     assert result.tried == 1 and [d.score for d in result.kept] == [0.6]
 
 
+@pytest.mark.slow
 def test_a_failing_optional_stage_leaves_the_best_model_in_place(tmp_path, monkeypatch,
                                                                  our_model, caplog):
     """The search and the flip probe are optional: when they raise, training and predictions

@@ -1,10 +1,13 @@
 """The benchmark on the tiny suite: tables, curves and JSON; locally and on a local Ray."""
 import json
 import os
+import shutil
+import subprocess
 
 import pytest
 
-from autodl import bench, layout, reader
+from autodl import bench, layout, provenance, reader
+from autodl.datasets import BUILD_INFO_FILE, ZOO_VERSION
 
 SCRIPTED = os.path.join(os.path.dirname(__file__), "submissions", "scripted")
 REFERENCE = bench.REFERENCE
@@ -20,9 +23,15 @@ def _check_outputs(out, labels, repeats):
     assert results["labels"] == labels and len(results["runs"]) == len(labels) * repeats
     for run in results["runs"]:
         assert len(run["timestamps"]) == len(run["nauc_scores"]) == run["num_predictions"]
+        assert run["builder_version"] == ZOO_VERSION and len(run["dataset_fingerprint"]) == 64
+        assert "code_commit" in run
+    machine = results["machine"]
+    assert machine["cpus"] == os.cpu_count() and machine["calibration_steps_per_s"] > 0
+    assert results["command"].startswith("python -m autodl.bench --suite tiny")
     return report, results
 
 
+@pytest.mark.slow
 def test_local_suite_side_by_side_with_repeats(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "good")
     code = bench.main(["--suite", "tiny", "--code_dir", REFERENCE, "--code_dir", SCRIPTED,
@@ -36,6 +45,7 @@ def test_local_suite_side_by_side_with_repeats(tmp_path, monkeypatch):
     assert "| 1.000 |" in row and "[" in row  # its own ratio, and a spread over 2 repeats
 
 
+@pytest.mark.slow
 def test_env_per_code_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "good")
     code = bench.main(["--suite", "tiny", "--code_dir", SCRIPTED, "--label", "good",
@@ -50,6 +60,7 @@ def test_env_per_code_dir(tmp_path, monkeypatch):
         bench.parse_env(["nolabel:X=1"], ["good"])
 
 
+@pytest.mark.slow
 def test_crashes_are_counted(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "raise_init")
     code = bench.main(["--suite", "tiny", "--code_dir", SCRIPTED, "--out", str(tmp_path / "o"),
@@ -59,6 +70,7 @@ def test_crashes_are_counted(tmp_path, monkeypatch):
     assert "| 1 | 1 |" in report and "crash: scripted: Model(metadata) raised" in report
 
 
+@pytest.mark.slow
 def test_ray_local_cluster_runs_the_same_jobs(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "good")
@@ -97,6 +109,7 @@ def test_after_last_change_is_the_share_of_the_budget_that_bought_nothing():
     assert "| 90% |" in bench.table([row], ["a"])
 
 
+@pytest.mark.slow
 def test_bench_subsample_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", "good")
     zoo, out = tmp_path / "zoo", tmp_path / "out"
@@ -122,3 +135,90 @@ def test_bench_subsample_end_to_end(tmp_path, monkeypatch, capsys):
     assert err.startswith("error: --subsample 1000: digits: ")
     with pytest.raises(SystemExit, match="--subsample ten"):
         bench.main(["--suite", "tiny", "--subsample", "ten", "--data", str(zoo)])
+
+
+def test_plan_records_each_runs_data_and_code(tmp_path):
+    jobs = bench.plan(bench.SUITES["tiny"], [SCRIPTED], ["s"], str(tmp_path / "out"),
+                      str(tmp_path / "zoo"), 15.0, 2, "2019-05")
+    path = jobs[0]["dataset_path"]
+    assert [j["dataset_fingerprint"] for j in jobs] == [provenance.dataset_fingerprint(path)] * 2
+    assert [j["builder_version"] for j in jobs] == [ZOO_VERSION] * 2
+    assert all(j["code_commit"] == provenance.code_commit(SCRIPTED) for j in jobs)
+
+
+def test_the_fingerprint_follows_the_files_but_not_the_build_record(tmp_path, tiny_dataset):
+    first = tiny_dataset("a")
+    copy = shutil.copytree(first, tmp_path / "copy")
+    assert provenance.dataset_fingerprint(first) == provenance.dataset_fingerprint(copy)
+    (copy / BUILD_INFO_FILE).write_text('{"zoo_version": 7}')
+    assert provenance.dataset_fingerprint(first) == provenance.dataset_fingerprint(copy)
+    assert provenance.dataset_provenance(copy)["builder_version"] == 7
+    assert provenance.dataset_provenance(first)["builder_version"] is None
+    solution = next(copy.glob("*.solution"))
+    solution.write_bytes(solution.read_bytes().replace(b"1", b"0", 1))
+    assert provenance.dataset_fingerprint(first) != provenance.dataset_fingerprint(copy)
+    renamed = shutil.copytree(first, tmp_path / "renamed")
+    next(renamed.glob("*.solution")).rename(renamed / "other.solution")
+    assert provenance.dataset_fingerprint(first) != provenance.dataset_fingerprint(renamed)
+
+
+def test_the_commit_of_a_checkout_and_none_outside_one(tmp_path):
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo, code = tmp_path / "repo", tmp_path / "repo" / "sub"
+    code.mkdir(parents=True)
+    (code / "model.py").write_text("x = 1\n")
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c",
+                               "user.email=t@example.org", *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    assert provenance.code_commit(str(code)) == {"commit": git("rev-parse", "HEAD"),
+                                                 "dirty": False}
+    (code / "model.py").write_text("x = 2\n")
+    assert provenance.code_commit(str(code))["dirty"] is True
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert provenance.code_commit(str(plain)) is None
+
+
+def test_the_machine_is_named_and_calibrated():
+    machine = provenance.machine(calibration_s=0.05)
+    assert machine["cpus"] == os.cpu_count() and machine["cpu_model"]
+    assert machine["calibration_steps_per_s"] > 0
+
+
+def _fake_run(dataset, label, alc, **extra):
+    return {"dataset": dataset, "label": label, "alc": alc, "final_nauc": 0.6,
+            "first_prediction_s": 1.25, "peak_rss_mb": 300.0, "time_budget": 15.0,
+            "timestamps": [1.25], "nauc_scores": [0.6], "ingestion_success": True,
+            "dataset_fingerprint": "f" * 64, "builder_version": ZOO_VERSION,
+            "code_commit": {"commit": "abcdef1234" + "0" * 30, "dirty": True}, **extra}
+
+
+def test_report_turns_bench_outputs_into_a_results_file(tmp_path, capsys):
+    context = bench.run_context(["--suite", "tiny"], calibration_s=0.05)
+    bench.write_outputs(tmp_path / "one", "tiny", [_fake_run("digits", "a", 0.5)], ["a"],
+                        context)
+    bench.write_outputs(tmp_path / "two", "tiny", [_fake_run("digits", "b", 0.25),
+                                                   _fake_run("moving", "b", 0.125)], ["b"],
+                        dict(context, command="python -m autodl.bench --suite cpu"))
+    capsys.readouterr()
+    assert bench.main(["report", str(tmp_path / "one"), str(tmp_path / "two" / "results.json")
+                       ]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# Results") and text.count(bench.RESULTS_HEADER) == 2
+    digits = text[text.index("## digits (T = 15 s)"):text.index("## moving")]
+    machine = context["machine"]
+    where = (f"{machine['cpu_model']}, {machine['cpus']} cores, "
+             f"{machine['calibration_steps_per_s']:g} steps/s")
+    assert (f"| a | 0.5000 | 0.6000 | 1.2 | 300 | abcdef1234+dirty | {context['date']} | "
+            f"v{ZOO_VERSION}, `ffffffffffff` | {where} | "
+            "`python -m autodl.bench --suite tiny` |") in digits
+    assert "| b | 0.2500 |" in digits and "--suite cpu` |" in digits
+    assert "| b | 0.1250 |" in text[text.index("## moving"):]
+    assert bench.main(["report", str(tmp_path / "none")]) == 2
+    assert "error:" in capsys.readouterr().err

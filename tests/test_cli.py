@@ -29,6 +29,7 @@ def _harness_modules():
                 yield os.path.join(folder, f)
 
 
+@pytest.mark.slow
 def test_the_harness_never_imports_our_model():
     ours = {"skeleton", "autoclint", "model"}
     for path in _harness_modules():
@@ -52,6 +53,7 @@ def test_the_harness_never_imports_our_model():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_python_m_autodl_points_fit_predict_zip_to_the_tool():
     for command in ("fit", "predict", "zip"):
         result = _python("-m", "autodl", command, "--data", "x")
@@ -72,6 +74,7 @@ def _actions(parser):
             yield action
 
 
+@pytest.mark.slow
 def test_every_flag_has_a_help_text_and_its_default_shows():
     for action in _actions(tool.parser()):
         assert action.help, action.option_strings or action.dest
@@ -157,6 +160,7 @@ class Model:
 '''
 
 
+@pytest.mark.slow
 def test_config_and_verbose_reach_the_submission(tmp_path, monkeypatch, tiny_dataset):
     monkeypatch.setenv("AUTOCLINT_CONFIG", '{"from": "the variable"}')
     monkeypatch.setenv("AUTOCLINT_VERBOSE", "")

@@ -211,6 +211,7 @@ def _rounds(learner, n, budget=60.0):
     return drive(learner, None, None, n, budget)  # the learner reads its records itself
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["build", "train"])
 def test_cuda_failing_before_training_falls_back_to_the_cpu(tmp_path, monkeypatch, capsys,
                                                             fake_cuda, stage):
@@ -225,6 +226,7 @@ def test_cuda_failing_before_training_falls_back_to_the_cpu(tmp_path, monkeypatc
     assert learner.trainer.steps > 0 and learner.best.source == "net"
 
 
+@pytest.mark.slow
 def test_cuda_failing_after_a_network_model_keeps_it(tmp_path, monkeypatch, capsys, fake_cuda):
     oom = "CUDA out of memory. Tried to allocate 2.00 GiB"
     fake_cuda["train"] = lambda trainer: (torch.cuda.OutOfMemoryError(oom)
@@ -240,6 +242,7 @@ def test_cuda_failing_after_a_network_model_keeps_it(tmp_path, monkeypatch, caps
                    "keeping the best model so far (net)"]
 
 
+@pytest.mark.slow
 def test_cuda_failing_while_predicting_keeps_the_earlier_predictions(tmp_path, monkeypatch,
                                                                      capsys, fake_cuda):
     learner = _learner(tmp_path, monkeypatch)
@@ -268,6 +271,7 @@ def test_cuda_failing_while_predicting_keeps_the_earlier_predictions(tmp_path, m
                    "unspecified launch failure); keeping the best model so far (net)"]
 
 
+@pytest.mark.slow
 def test_errors_off_the_cuda_path_drop_the_candidate_not_the_run(tmp_path, monkeypatch,
                                                                  fake_cuda, caplog):
     monkeypatch.setattr(device_mod, "_cuda_broken", True)  # the CPU from the start

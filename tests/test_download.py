@@ -94,6 +94,7 @@ def test_unanswered_host_is_given_up_after_the_timeout(monkeypatch):
     assert time.time() - start < 2
 
 
+@pytest.mark.slow
 def test_runs_as_a_script():
     # As a user runs it (no package context); --help fetches nothing, wherever it runs.
     result = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True,

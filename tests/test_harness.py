@@ -26,6 +26,7 @@ def _scripted(monkeypatch, behaviour):
     monkeypatch.setenv("SCRIPTED_BEHAVIOUR", behaviour)
 
 
+@pytest.mark.slow
 def test_good_submission_writes_every_output(tmp_path, tiny_dataset, monkeypatch):
     _scripted(monkeypatch, "good")
     summary = _run(tmp_path, tiny_dataset(), 60)
@@ -45,6 +46,7 @@ def test_good_submission_writes_every_output(tmp_path, tiny_dataset, monkeypatch
     assert "ingestion_success: 1" in (tmp_path / "out" / "end.txt").read_text()
 
 
+@pytest.mark.slow
 def test_budget_is_enforced_and_predictions_count(tmp_path, tiny_dataset, monkeypatch):
     _scripted(monkeypatch, "never_done")
     summary = _run(tmp_path, tiny_dataset(), 5)
@@ -55,6 +57,7 @@ def test_budget_is_enforced_and_predictions_count(tmp_path, tiny_dataset, monkey
     assert "time budget" in summary["error"]
 
 
+@pytest.mark.slow
 def test_submission_sleeping_past_the_budget_is_stopped(tmp_path, tiny_dataset, monkeypatch):
     _scripted(monkeypatch, "sleep")
     summary = _run(tmp_path, tiny_dataset(), 5)
@@ -62,6 +65,7 @@ def test_submission_sleeping_past_the_budget_is_stopped(tmp_path, tiny_dataset, 
     assert summary["overrun_s"] < OVERRUN_LIMIT_S
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("behaviour, message, predictions", [
     ("raise_init", "Model(metadata) raised RuntimeError: scripted failure in __init__", 0),
     ("raise_train", "train() call 1 raised ValueError: scripted failure in train", 1),
@@ -86,12 +90,14 @@ def test_faulty_submissions_are_named_and_earlier_predictions_kept(
         assert (tmp_path / "scores" / "scores.txt").read_text().count(",") == predictions - 1
 
 
+@pytest.mark.slow
 def test_torchvision_after_tensorflow_does_not_crash(tmp_path, tiny_dataset, monkeypatch):
     _scripted(monkeypatch, "torch_after_tf")
     summary = _run(tmp_path, tiny_dataset(), 60)
     assert summary["ingestion_success"], summary["error"]
 
 
+@pytest.mark.slow
 def test_missing_model_and_zip_submissions(tmp_path, tiny_dataset, monkeypatch):
     _scripted(monkeypatch, "good")
     dataset = tiny_dataset()
@@ -251,6 +257,7 @@ def test_record_files_are_checked_record_by_record(tmp_path, tiny_dataset):
     assert sum(1 for _ in iter_records(path)) == 30
 
 
+@pytest.mark.slow
 def test_command_line_runner_with_single_and_double_dashes(tmp_path, tiny_dataset):
     dataset = tiny_dataset()
     env = dict(os.environ, SCRIPTED_BEHAVIOUR="good")
@@ -293,6 +300,7 @@ def _alive(pid):
         return False
 
 
+@pytest.mark.slow
 def test_a_forged_pid_in_start_txt_kills_nothing(tmp_path, tiny_dataset, monkeypatch):
     victim = subprocess.Popen(["sleep", "120"], start_new_session=True)
     try:
@@ -307,6 +315,7 @@ def test_a_forged_pid_in_start_txt_kills_nothing(tmp_path, tiny_dataset, monkeyp
         victim.wait()
 
 
+@pytest.mark.slow
 def test_a_forged_clock_and_forged_predictions_are_ignored(tmp_path, tiny_dataset):
     result, summary = _run_cli(tmp_path, tiny_dataset(), 5, "forge_clock")
     assert result.returncode == 1, result.stderr
@@ -317,6 +326,7 @@ def test_a_forged_clock_and_forged_predictions_are_ignored(tmp_path, tiny_datase
     assert all(n != 0 for n in summary["nauc_scores"])  # no all-ones forgery among them
 
 
+@pytest.mark.slow
 def test_the_solution_is_out_of_the_submissions_reach(tmp_path, tiny_dataset, monkeypatch):
     _scripted(monkeypatch, "peek_solution")
     monkeypatch.setenv("SCRIPTED_PROBE", str(tmp_path / "probe.txt"))
@@ -328,6 +338,7 @@ def test_the_solution_is_out_of_the_submissions_reach(tmp_path, tiny_dataset, mo
 
 # Under 2019-05 the clock starts before the import, so the budget must stop the hang; the cap
 # there is wide, since it also covers the harness's own start-up (over 5 s on a busy CI machine).
+@pytest.mark.slow
 @pytest.mark.parametrize("behaviour, rule, cap, message", [
     ("hang_import", "2019-05", "40", "time budget reached"),
     ("hang_import", "2019-08", "5", "clock did not start within 5 s"),
@@ -345,6 +356,7 @@ def test_setup_that_never_returns_is_stopped(tmp_path, tiny_dataset, behaviour, 
     assert time.time() - started < 60
 
 
+@pytest.mark.slow
 def test_nothing_the_submission_started_outlives_the_run(tmp_path, tiny_dataset, monkeypatch):
     _scripted(monkeypatch, "orphans")
     probe = tmp_path / "probe.txt"
@@ -403,6 +415,7 @@ def test_output_folders_never_hold_the_inputs(tmp_path, tiny_dataset, capsys, wh
         assert (code / "model.py").exists()
 
 
+@pytest.mark.slow
 def test_a_submission_ignoring_sigterm_and_its_child_end_with_the_run(tmp_path, tiny_dataset):
     result, summary = _run_cli(tmp_path, tiny_dataset(), 5, "stubborn")
     assert result.returncode == 1 and "time budget reached" in summary["error"]
@@ -417,6 +430,7 @@ def _dir_size(path):
                for f in files)
 
 
+@pytest.mark.slow
 def test_a_killed_scorer_and_a_forged_scores_json_fake_no_score(tmp_path, tiny_dataset):
     result, summary = _run_cli(tmp_path, tiny_dataset(), 60, "fake_score")
     assert result.returncode == 0, result.stderr
@@ -427,6 +441,7 @@ def test_a_killed_scorer_and_a_forged_scores_json_fake_no_score(tmp_path, tiny_d
     assert f"score: {summary['alc']:.6f}" in (tmp_path / "scores" / "scores.txt").read_text()
 
 
+@pytest.mark.slow
 def test_a_stopped_scorer_cannot_hang_the_runner(tmp_path, tiny_dataset):
     staging = tmp_path / "tmp"
     staging.mkdir()
@@ -439,6 +454,7 @@ def test_a_stopped_scorer_cannot_hang_the_runner(tmp_path, tiny_dataset):
     assert os.listdir(staging) == []  # the staging folder went with the run
 
 
+@pytest.mark.slow
 def test_a_pid_hopping_daemon_does_not_outlive_the_run(tmp_path, tiny_dataset):
     result, summary = _run_cli(tmp_path, tiny_dataset(), 60, "daemon")
     assert result.returncode == 0, result.stderr
@@ -451,6 +467,7 @@ def test_a_pid_hopping_daemon_does_not_outlive_the_run(tmp_path, tiny_dataset):
     assert not _alive(int(probe.read_text().split()[-1]))
 
 
+@pytest.mark.slow
 def test_a_prediction_flood_ends_within_the_bound(tmp_path, tiny_dataset):
     result, summary = _run_cli(tmp_path, tiny_dataset(), 5, "flood")
     assert result.returncode == 1 and "time budget reached" in summary["error"]
@@ -462,6 +479,7 @@ def test_a_prediction_flood_ends_within_the_bound(tmp_path, tiny_dataset):
     assert _dir_size(tmp_path / "scores") < 2_000_000
 
 
+@pytest.mark.slow
 def test_a_link_at_start_txt_is_not_written_through(tmp_path, tiny_dataset, monkeypatch):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
@@ -472,6 +490,7 @@ def test_a_link_at_start_txt_is_not_written_through(tmp_path, tiny_dataset, monk
     assert victim.read_text() == "precious\n"
 
 
+@pytest.mark.slow
 def test_a_deleted_output_folder_ends_the_run_with_one_line(tmp_path, tiny_dataset):
     result, summary = _run_cli(tmp_path, tiny_dataset(), 30, "delete_out")
     assert result.returncode == 1
@@ -481,6 +500,7 @@ def test_a_deleted_output_folder_ends_the_run_with_one_line(tmp_path, tiny_datas
     assert summary["num_predictions"] >= 1
 
 
+@pytest.mark.slow
 def test_a_degenerate_test_set_is_named(tmp_path, tiny_dataset, monkeypatch):
     _scripted(monkeypatch, "good")
     summary = _run(tmp_path, tiny_dataset(n_test=1), 60)

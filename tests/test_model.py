@@ -28,6 +28,7 @@ def _images(rng, n, shape, classes, dtype=np.uint8):
     return list(x), y
 
 
+@pytest.mark.slow
 def test_learns_an_easy_set_and_improves(tmp_path, run_model):
     rng = np.random.default_rng(0)
     train, test = _images(rng, 120, (12, 12, 1), 3), _images(rng, 60, (12, 12, 1), 3)
@@ -39,6 +40,7 @@ def test_learns_an_easy_set_and_improves(tmp_path, run_model):
     assert model.learner.trainer is not None  # the network was trained
 
 
+@pytest.mark.slow
 def test_each_phase_is_planned_once_and_only_the_first_re_planned(tmp_path, our_model, caplog):
     rng = np.random.default_rng(1)
     train, test = _images(rng, 120, (12, 12, 1), 3), _images(rng, 30, (12, 12, 1), 3)
@@ -63,6 +65,7 @@ def test_each_phase_is_planned_once_and_only_the_first_re_planned(tmp_path, our_
     assert sum("re-planned" in line for line in lines) == 1, lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["zero_variance", "one_class", "absent_classes",
                                   "four_channels", "tiny_8x8", "huge_2000x3000",
                                   "test_larger_than_train", "multi_label", "dense_raw_range"])
@@ -98,6 +101,7 @@ def test_odd_image_sets_reach_a_valid_prediction(tmp_path, run_model, case):
     run_model(path, "odd", rounds=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lengths", [(1, 1, 1), (300, 4, 9), (2, 17, 5)])
 def test_videos_of_any_length(tmp_path, run_model, lengths):
     rng = np.random.default_rng(2)
@@ -108,6 +112,7 @@ def test_videos_of_any_length(tmp_path, run_model, lengths):
     run_model(path, "v", rounds=3)
 
 
+@pytest.mark.slow
 def test_torch_after_tensorflow_does_not_crash(tmp_path):
     import subprocess
     import sys

@@ -56,6 +56,7 @@ def _run(tmp_path, dataset, behaviour, monkeypatch):
                               score_dir=tmp_path / "scores", progress=False)
 
 
+@pytest.mark.slow
 def test_a_submission_that_never_iterates_runs_without_tensorflow(
         tmp_path, tiny_dataset, monkeypatch, no_tensorflow):
     summary = _run(tmp_path, tiny_dataset(), "metadata_only", monkeypatch)
@@ -63,6 +64,7 @@ def test_a_submission_that_never_iterates_runs_without_tensorflow(
     assert summary["num_predictions"] == 3 and summary["alc"] is not None
 
 
+@pytest.mark.slow
 def test_a_submission_that_iterates_gets_one_line_naming_the_package(
         tmp_path, tiny_dataset, monkeypatch, no_tensorflow):
     summary = _run(tmp_path, tiny_dataset(), "good", monkeypatch)

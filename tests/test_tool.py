@@ -154,6 +154,7 @@ def test_convert_video(tmp_path):
 
 
 # -- fit + predict ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fit_then_predict(tmp_path):
     data = make_folder(tmp_path / "shapes", per_class=20)
     out = tmp_path / "out"
@@ -207,6 +208,7 @@ def test_zip_carries_the_packaged_weights_where_the_network_looks_first(tmp_path
     assert net.weights_used == f"imagenet:{models / 'mobilenet_v2-b0353104.pth'}"
 
 
+@pytest.mark.slow
 def test_zip_runs_through_the_harness(tmp_path):
     path, _, _ = pack.build_zip(str(tmp_path / "submission.zip"))
     names = zipfile.ZipFile(path).namelist()
@@ -500,6 +502,7 @@ def test_fit_refuses_an_out_it_did_not_make(tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["dataset", "notes.txt"]  # nothing added either
 
 
+@pytest.mark.slow
 def test_a_second_fit_into_the_same_out_is_refused(tmp_path, capsys):
     data = make_folder(tmp_path / "shapes", per_class=4)
     out = tmp_path / "out"

