@@ -34,6 +34,7 @@ def fitted(tmp_path_factory):
     return model, root
 
 
+@pytest.mark.slow
 def test_api_fit_scores_the_valid_folder_and_writes_the_report(fitted):
     model, root = fitted
     out = root / "out"
@@ -53,6 +54,7 @@ def test_api_fit_scores_the_valid_folder_and_writes_the_report(fitted):
     assert (out / "model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_api_load_predicts_folders_files_and_lists(fitted):
     _, root = fitted
     model = autoclint.load(root / "out")  # the folder finds model.pt inside
@@ -78,6 +80,7 @@ def test_api_load_predicts_folders_files_and_lists(fitted):
         assert list(frame["class"]) == folder.classes
 
 
+@pytest.mark.slow
 def test_evaluate_cli_and_api_agree(fitted, tmp_path):
     _, root = fitted
     result = autoclint.load(root / "out").evaluate(root / "photos" / "val")
@@ -97,6 +100,7 @@ def test_evaluate_cli_and_api_agree(fitted, tmp_path):
     assert fitted[0].fit_result["scores"]["confusion"] == result["confusion"]
 
 
+@pytest.mark.slow
 def test_predict_cli_takes_single_files_and_model_folders(fitted, tmp_path):
     _, root = fitted
     one = root / "photos" / "val" / "triangle" / "1.png"
@@ -112,6 +116,7 @@ def test_predict_cli_takes_single_files_and_model_folders(fitted, tmp_path):
     assert names == [str(one)] + [str(square / f"{i}.png") for i in range(5)]
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_class_the_model_does_not_know(fitted, tmp_path, capsys):
     _, root = fitted
     make_folder(tmp_path / "other", per_class=2)
@@ -122,6 +127,7 @@ def test_evaluate_refuses_a_class_the_model_does_not_know(fitted, tmp_path, caps
     assert len(err) == 1 and "hexagon: a class the model does not know" in err[0]
 
 
+@pytest.mark.slow
 def test_fit_with_test_ratio_0_trains_on_all_without_tensorflow(tmp_path):
     """No --out: a new folder named after the data; TensorFlow made unimportable for the
     tool and for the run it starts."""
@@ -144,6 +150,7 @@ def test_fit_with_test_ratio_0_trains_on_all_without_tensorflow(tmp_path):
     assert "prediction 1 at" not in run.stderr  # --quiet: no bar, no progress lines
 
 
+@pytest.mark.slow
 def test_progress_in_a_file_is_one_line_per_prediction(fitted, tmp_path):
     _, root = fitted
     run = _cli("fit", "--data", root / "photos" / "train", "--valid", root / "photos" / "val",
@@ -154,6 +161,7 @@ def test_progress_in_a_file_is_one_line_per_prediction(fitted, tmp_path):
     assert "\r" not in run.stderr  # no bar frames in a file
 
 
+@pytest.mark.slow
 def test_predict_and_evaluate_never_import_tensorflow(fitted):
     _, root = fitted
     code = ("import sys, autoclint; m = autoclint.load(sys.argv[1]); m.predict(sys.argv[2]); "
