@@ -200,6 +200,8 @@ class FrozenHead(Candidate):
             return max(0, count - done) * self._seconds_per_example()
         if stage.state == "rescan":
             return stage.rescan.seconds_left()
+        if stage.state in ("refit", "complete"):
+            return 0.0  # bookkeeping of a fraction of a second: done at once
         return None
 
     def _seconds_per_example(self):

@@ -95,9 +95,8 @@ class DataFeed:
         The first ones on large sets (file order is as good as random there); on small or
         sorted sets a draw that does not hang on how many records the first, time-sliced read
         got: the examples with the smallest of fixed random keys among the first 3 x the
-        held-out size (all of a sorted set, which is read whole). A draw over all that was
-        loaded gave two runs on the same data different held-out sets (solar, 1000 images:
-        the frozen head lost its probe on one of them)."""
+        held-out size (all of a sorted set, which is read whole), so two runs on the same data
+        hold out the same examples."""
         shuffle = self.sorted or self.total < data["shuffle_below"]
         size = self.store.size
         wanted = min(max(int(data["valid_ratio"] * self.total), data["valid_min"]),

@@ -140,18 +140,13 @@ class BestModel:
             return False, None
         options = [[candidate]]
         refit = refit and source in self.sources
-        # The quick model is not blended unless select.blend_quick: its ridge scores are no
-        # probabilities, so "half each" is a weight no held-out set of this size can check
-        # (solar: quick + head validated 0.83 against the head's 0.81 and scored 0.64 on
-        # the test set, where the head alone reaches 0.70).
+        # The quick model's ridge scores are no probabilities: no blend with it (select.blend_quick).
         blendable = self.source != "quick" or self.cfg["blend_quick"]
         if refit or (self.cfg["blend"] and blendable and self.members and not self.stale):
             options.append(self._with(candidate))
         pick, pick_score = options[0], score
         if len(options) > 1:
-            # A blend must beat the candidate alone beyond the noise too: a weak model mixed
-            # in on the strength of a few held-out images costs on the test set (solar: the
-            # quick model at half weight, test NAUC 0.66 where the head alone reaches 0.70).
+            # A blend must beat the candidate alone beyond the noise too (method.md, select.blend).
             blend_valid = self._valid_of(options[1])
             blend_score = self.score_of(blend_valid)
             if blend_score > score and self._confident(blend_valid, valid, options[1],
@@ -161,10 +156,7 @@ class BestModel:
             taken = not self._confident(self._valid_of(pick), self.valid, pick,
                                         pick_score, worse=True)
         elif self.source == "quick":
-            # The quick model only holds the place until a trained model comes: one that
-            # validates higher takes over (solar: the frozen head, test NAUC 0.70 against
-            # the quick model's 0.41, was kept out by the bar on a held-out set where the
-            # two scored 0.52 and 0.47).
+            # The quick model only holds the place: any trained model that validates higher wins.
             taken = pick_score > self.score
         elif pick_score == self.score:
             taken = self._breaks_tie(pick)

@@ -1,23 +1,19 @@
-"""Transfer from ImageNet: a pretrained trunk's frozen features under a fast linear head, and
-the same network to fine-tune when the head shows that the features carry the task.
+"""Transfer from ImageNet: a pretrained trunk's frozen features under a fast linear head.
 
-The learner runs it in slices between training chunks (skeleton/learner.py):
-  1. features of the held-out examples and of the first `probe_records` training examples;
-     a head on them is the probe: if the best model so far beats it beyond the held-out
-     noise, the stage ends (digits that a small network learns in seconds do not pay for
-     ImageNet features);
-  2. otherwise features of the test set, the head's predictions are offered, and more training
-     examples are featurised (up to `max_train_records`), the head refitted and offered again;
-  3. images larger than the trunk's first input, while the head is the best model and the
-     time left allows: the records are read once more at a larger side (up to `rescan_side`)
-     and a head on those features is offered as the head refitted (solar, 300-px photos,
-     test NAUC 0.719 at 128 px, 0.731 at 224, 0.746 at 288); with `rescan_ensemble`, what is
-     offered is the two-side head: the logits of the first head and of the larger one
-     averaged (solar, 4 splits: 0.759 against 0.745 for the larger side alone), one network
-     with both sides when saved;
-  4. then the route: if the head validates better than the network trained from scratch,
-     that network is replaced by the pretrained one, fine-tuned with its head started from the
-     linear head; if not, the scratch network goes on and the stage is dropped.
+A TransferStage is a sequence of bounded steps; the frozen-head candidate
+(skeleton/candidates.py) runs them in the scheduler's slices:
+  1. probe: features of the held-out examples and of the first `probe_records` training
+     examples, and a head on them; if the best model so far beats it beyond the held-out
+     noise, the stage ends;
+  2. test: features of the test set, and the head's predictions are offered;
+  3. grow: more training examples featurised (up to `max_train_records`), the head refitted
+     and offered each time they double;
+  4. refit: the head fitted on the held-out examples too (its honest score is kept);
+  5. rescan: for images larger than the trunk's first side, while the head is the best model
+     and time allows, the records read once more at a larger side and a head on those
+     features offered as a refit; with `rescan_ensemble`, the two-side head (the first and
+     the larger head's logits averaged), one network with both sides when saved.
+Why each number is what it is: docs/method.md.
 """
 import copy
 import dataclasses
@@ -67,8 +63,7 @@ class LinearHead:
     """Softmax (or, for multi-label, per-class sigmoid) regression on standardised features,
     L2-penalised, fitted with L-BFGS (skeleton/optim.py); the penalty is picked from
     `l2_grid` on held-out data: the largest one whose held-out error is within `tolerance`
-    (relative) of the best one's, since a small held-out set ranks close penalties by noise
-    (solar: 4 splits, argmax 0.679 test NAUC on average, this rule 0.703)."""
+    (relative) of the best one's, since a small held-out set ranks close penalties by noise."""
 
     def __init__(self, multi_label, l2_grid, max_iter, tolerance=0.0, loss_tol=0.0):
         self.multi_label = multi_label
@@ -158,9 +153,8 @@ class FrozenFeatures:
 
     def __init__(self, net, device, batch, max_frames=None, size=None):
         self.max_frames = max_frames  # video: at most this many frames, evenly spaced
-        # A copy with BatchNorm folded into the convolutions (0.7 against 1.1-1.3 ms an image,
-        # MobileNetV2 at 64 px; fine-tuning later trains `net`, not this copy); channels_last:
-        # 3-10x faster for these trunks on CPU (skeleton/nn speed table).
+        # A copy with BatchNorm folded in: one pass fewer per map, and fine-tuning `net` later
+        # leaves these features alone; channels_last infers faster here (docs/method.md).
         self.net = folded(net).to(device).to(memory_format=torch.channels_last)
         if size is not None:  # another input side than the trunk's own (a rescan)
             self.net.stem.size = tuple(size)
@@ -423,9 +417,7 @@ class TransferStage:
             log.info("transfer probe: frozen head valid NAUC %s on %d examples (l2 %s, fits "
                      "%.1f s)", _fmt(self.score), len(probe), self.head.l2,
                      time.time() - fit_start)
-            # The stage ends only on a clear loss: on a small held-out set a head that scores
-            # lower by chance would be dropped for good (solar, 1000 images: on one split of
-            # 100 the head lost its probe, ALC 0.41 against 0.60 on the other).
+            # Only a clear loss ends it: a head that scores lower by chance is not dropped.
             if self.score is None or beaten(self.valid):
                 return "drop"
             self.state = "test"
@@ -453,9 +445,9 @@ class TransferStage:
                 return "fitted"
             return None
         if self.state == "refit":
-            # The penalty is chosen: the held-out examples train the head too (solar: test NAUC
-            # +0.015). Its held-out score is now optimistic, so the last honest one is kept,
-            # and so is the honest head: what a network judged on held-out data starts from.
+            # The penalty is chosen: the held-out examples train the head too. Its held-out
+            # score is now optimistic, so the honest score and head are kept (fine-tuning
+            # starts from that head).
             self.honest_head = copy.deepcopy(self.head)
             both = np.concatenate([np.asarray(self.fitted_idx), np.asarray(valid_idx)])
             self.head.fit(self.features.matrix(both), y[both], grid=[self.head.l2])

@@ -5,8 +5,8 @@ random draw of a few sub-policies from the pool. A draw whose images the network
 about as well as the originals keeps the data where the network has learned it (the density
 matching argument of Fast AutoAugment); the best such draws are merged into the training
 augmentation for the next phase. The original kept only draws at least as good as the plain
-images; on a trained network almost none are (0 of 100 on animals), so the bar is a ratio of
-errors, max_error_ratio (1.0: the original rule). The search stops at its deadline, whatever it has tried by then.
+images; on a trained network almost none are, so the bar is a ratio of errors,
+max_error_ratio (1.0: the original rule). The search stops at its deadline, whatever it has tried by then.
 """
 import logging
 import time

