@@ -345,9 +345,10 @@ RESULTS_HEADER = ("| code | ALC | final NAUC | first pred. (s) | peak MB | commi
                   "data (builder, fingerprint) | machine (CPU, cores, calibration) | command |")
 
 
-def results_markdown(run_dirs):
+def results_markdown(run_dirs, labels=None):
     """The results file from bench outputs (each a folder with results.json, or the file):
-    per dataset, a row per run naming its code, data, machine and command."""
+    per dataset, a row per run naming its code, data, machine and command; only the runs of
+    `labels` when given (the current defaults of a before/after comparison)."""
     loaded = []
     for path in run_dirs:
         file = os.path.join(path, "results.json") if os.path.isdir(path) else path
@@ -359,6 +360,8 @@ def results_markdown(run_dirs):
         where = (f"{machine.get('cpu_model', '?')}, {_cell(machine.get('cpus'))} cores, "
                  f"{_cell(machine.get('calibration_steps_per_s'), '{:g}')} steps/s")
         for run in result.get("runs", []):
+            if labels and run["label"] not in labels:
+                continue
             commit = run.get("code_commit") or {}
             version = _short(commit.get("commit"), 10) + ("+dirty" if commit.get("dirty") else "")
             data = (f"v{_cell(run.get('builder_version'))}, "
@@ -388,9 +391,11 @@ def report_main(argv):
                                      description="Markdown results from bench outputs.")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                         help="a bench --out folder (or its results.json)")
+    parser.add_argument("--label", action="append",
+                        help="keep only the runs of this code label (repeatable)")
     args = parser.parse_args(argv)
     try:
-        text = results_markdown(args.run_dirs)
+        text = results_markdown(args.run_dirs, args.label)
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -220,5 +220,7 @@ def test_report_turns_bench_outputs_into_a_results_file(tmp_path, capsys):
             "`python -m autodl.bench --suite tiny` |") in digits
     assert "| b | 0.2500 |" in digits and "--suite cpu` |" in digits
     assert "| b | 0.1250 |" in text[text.index("## moving"):]
+    assert bench.main(["report", str(tmp_path / "two"), "--label", "a"]) == 0
+    assert "| b |" not in capsys.readouterr().out  # only the labels asked for
     assert bench.main(["report", str(tmp_path / "none")]) == 2
     assert "error:" in capsys.readouterr().err
