@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from .metrics import log_loss
+from .metrics import format_score, log_loss
 from .scheduler import Candidate, Measurement, Offer, Report
 
 log = logging.getLogger("skeleton")
@@ -268,7 +268,7 @@ class FrozenHead(Candidate):
         stage, feed, cfg = self.stage, self.feed, self.tcfg
         per_example = stage.features.seconds_per_example()
         if (stage.rescanned or feed.profile.is_video or per_example is None
-                or "transfer" not in self.keeper.sources or stage.fitted_idx is None):
+                or self.source not in self.keeper.sources or stage.fitted_idx is None):
             return None
         cuda = stage.device.type == "cuda"
         first = max(feed.transfer_shape)
@@ -306,8 +306,8 @@ class FrozenHead(Candidate):
         if candidate.partner is not None:
             sides = "x".join(map(str, candidate.partner.size)) + " + " + sides
         log.info("transfer: head on %s-px features valid NAUC %s (before %s)", sides,
-                 _fmt(candidate.score), _fmt(stage.score))
-        offer = Offer("transfer", candidate.valid, candidate.predict_test,
+                 format_score(candidate.score), format_score(stage.score))
+        offer = Offer(self.source, candidate.valid, candidate.predict_test,
                       lambda: self._snapshot(candidate.head, candidate.size, candidate.partner),
                       refit=True, on_taken=lambda: stage.adopt_rescan(candidate))
         return Report(measured=Measurement(candidate.score, self._loss(candidate.valid)),
@@ -364,7 +364,3 @@ def finetune_candidate(stage, cfg, feed, keeper, device, flip, optional):
              stage.score)
     return NetworkCandidate("fine-tuning", "finetune", trainer, cfg, feed, keeper, second=True,
                             start=stage.score, optional=optional)
-
-
-def _fmt(score):
-    return "none" if score is None else f"{score:.4f}"

@@ -36,7 +36,6 @@ class DataFeed:
         """Scan, size, read the first slice and split. Sets profile, kind, cfg, shape,
         transfer_shape, store, train_idx, valid_idx and sorted; returns self. `time_left`
         (seconds) sizes the pretrained trunk's view by its estimated cost."""
-        self.time_left = time_left
         examples = iter_examples(dataset, self.metadata)
         probe = load_config("image", self.overrides)["data"]["scan_records"]
         first = list(itertools.islice(examples, probe))
@@ -47,7 +46,7 @@ class DataFeed:
         self.cfg = cfg = load_config(self.kind, self.overrides)
         data = cfg["data"]
         self.shape = input_size(self.profile, data)
-        second, second_max = self._second_view()
+        second, second_max = self._second_view(time_left)
         self.store = ExampleStore(itertools.chain(first, examples),
                                   FrameAdapter(self.profile, *self.shape), self.classes,
                                   data["cache_max_mb"] * 2 ** 20, second, second_max)
@@ -62,7 +61,7 @@ class DataFeed:
                  self.shape, self.store.size, self.total, len(self.valid_idx), self.sorted)
         return self
 
-    def _second_view(self):
+    def _second_view(self, time_left):
         """The adapter (and how many examples) for a pretrained trunk's larger input, when
         transfer is on and the images are larger than the network's input; else (None, 0)."""
         tcfg = self.cfg["transfer"]
@@ -74,10 +73,8 @@ class DataFeed:
         data = self.cfg["data"]
         # The first head needs the held-out, probe and test examples; the test set is not
         # known yet: assume it as large as the other two.
-        held_out = min(max(int(data["valid_ratio"] * self.total), data["valid_min"]),
-                       data["valid_max"])
-        examples = 2 * (held_out + min(self.total, tcfg["probe_records"]))
-        seconds = tcfg["first_head_fraction"] * (self.time_left or tcfg["assumed_budget_s"])
+        examples = 2 * (self._held_out_size(data) + min(self.total, tcfg["probe_records"]))
+        seconds = tcfg["first_head_fraction"] * (time_left or tcfg["assumed_budget_s"])
         stored = min(self.total, tcfg["max_train_records"] + data["valid_max"])
         side = first_side(examples, stored, seconds, min(frames, tcfg["max_frames"]), tcfg,
                           gpu_present())
@@ -89,6 +86,11 @@ class DataFeed:
         second = FrameAdapter(self.profile, frames, *self.transfer_shape)
         return second, tcfg["max_train_records"] + self.cfg["data"]["valid_max"]
 
+    def _held_out_size(self, data):
+        """How many examples to hold out: valid_ratio of the set, within valid_min-valid_max."""
+        return min(max(int(data["valid_ratio"] * self.total), data["valid_min"]),
+                   data["valid_max"])
+
     def _split(self, data):
         """Held-out examples: valid_ratio of the set, but at least valid_min (small sets: every
         choice is made on these examples) and at most valid_max and a third of what is loaded.
@@ -99,8 +101,7 @@ class DataFeed:
         hold out the same examples."""
         shuffle = self.sorted or self.total < data["shuffle_below"]
         size = self.store.size
-        wanted = min(max(int(data["valid_ratio"] * self.total), data["valid_min"]),
-                     data["valid_max"])
+        wanted = self._held_out_size(data)
         n_valid = min(wanted, size // 3)
         if shuffle:
             pool = size if self.sorted else min(size, 3 * wanted)

@@ -140,7 +140,7 @@ class BestModel:
             return False, None
         options = [[candidate]]
         refit = refit and source in self.sources
-        # The quick model's ridge scores are no probabilities: no blend with it (select.blend_quick).
+        # The quick model's ridge scores are no probabilities: no blend (select.blend_quick).
         blendable = self.source != "quick" or self.cfg["blend_quick"]
         if refit or (self.cfg["blend"] and blendable and self.members and not self.stale):
             options.append(self._with(candidate))

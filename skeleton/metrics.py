@@ -60,3 +60,8 @@ def log_loss(labels, probabilities, multi_label=False):
         return float(-np.mean(np.where(labels, np.log(p), np.log1p(-p))))
     rows = p / p.sum(axis=1, keepdims=True)
     return float(-np.mean(np.log(rows[np.arange(len(rows)), labels.argmax(axis=1)])))
+
+
+def format_score(score):
+    """A held-out score for a log line: four decimals, or "none" without held-out data."""
+    return "none" if score is None else f"{score:.4f}"

@@ -11,8 +11,9 @@ most, the way the score values it:
      under way, it is finished if it fits in the time left.
   2. Otherwise each candidate's worth is its gain rate: what its best held-out progress
      rose by over the second half of its own time, per second; a candidate behind the best
-     model first has to catch up at that rate, which delays its gain. The gain is weighted by what is left of the ALC's log time
-     axis when it arrives: a gain now is worth more than the same gain later.
+     model first has to catch up at that rate, which delays its gain. The gain is weighted
+     by what is left of the ALC's log time axis when it arrives: a gain now is worth more
+     than the same gain later.
   3. A candidate that has stalled (no gain over the second half of its time) is retired,
      and so is one that cannot catch up with the best model in the time left at its rate
      while another candidate can use the time.
@@ -198,8 +199,9 @@ class Scheduler:
         if cheap:
             return min(cheap, key=lambda p: p[0])[1]
         scored, hopeless = [], []
+        waiting = {id(track) for _, track in pending}
         for track in live:
-            if track.best is None or any(t is track for _, t in pending):
+            if track.best is None or id(track) in waiting:
                 continue
             value, why = self.value(track, best, time_left, now)
             if value <= 0:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .metrics import nauc
+from .metrics import format_score, nauc
 from .nn import build_network
 from .nn.fold import folded
 from .optim import lbfgs
@@ -415,7 +415,7 @@ class TransferStage:
             fit_start = time.time()
             self._fit(y, valid_idx, probe, search=True)
             log.info("transfer probe: frozen head valid NAUC %s on %d examples (l2 %s, fits "
-                     "%.1f s)", _fmt(self.score), len(probe), self.head.l2,
+                     "%.1f s)", format_score(self.score), len(probe), self.head.l2,
                      time.time() - fit_start)
             # Only a clear loss ends it: a head that scores lower by chance is not dropped.
             if self.score is None or beaten(self.valid):
@@ -438,8 +438,8 @@ class TransferStage:
             done = [i for i in usable if int(i) in self.features.rows]
             if complete or len(done) >= self.cfg["refit_growth"] * self.fitted_on:
                 self._fit(y, valid_idx, done, search=False)
-                log.info("transfer: frozen head valid NAUC %s on %d examples", _fmt(self.score),
-                         len(done))
+                log.info("transfer: frozen head valid NAUC %s on %d examples",
+                         format_score(self.score), len(done))
                 if complete:
                     self.state = "refit"
                 return "fitted"
@@ -524,7 +524,3 @@ def _with_partner(own, partner, multi_label):
     if partner is None:
         return own
     return mean_logits([own, partner.predict_test()], multi_label)
-
-
-def _fmt(score):
-    return "none" if score is None else f"{score:.4f}"
