@@ -188,6 +188,7 @@ class FrozenHead(Candidate):
         self.name = "small frozen head" if small else "frozen head"
         self.source = "transfer-small" if small else "transfer"
         self.handed_over = False
+        self.grown = False              # refitted once on more examples than the probe's
         self.spawned = False
 
     def pending_cost(self, time_left):
@@ -196,12 +197,22 @@ class FrozenHead(Candidate):
             feed = self.feed
             count = len(feed.valid_idx) + len(feed.test_x if feed.test_x is not None else ())
             count += min(len(feed.train_idx), self.tcfg["probe_records"])
-            done = stage.features.computed
-            return max(0, count - done) * self._seconds_per_example()
+            cost = max(0, count - stage.features.computed) * self._seconds_per_example()
+            if stage.features.seconds_per_example() is None:
+                # Only a prior so far: one more slice measures the speed before it counts.
+                return min(cost, self.cfg["schedule"]["slice_s"])
+            return cost
         if stage.state == "rescan":
             return stage.rescan.seconds_left()
         if stage.state in ("refit", "complete"):
             return 0.0  # bookkeeping of a fraction of a second: done at once
+        if stage.state == "grow" and not self.grown:
+            # What more examples are worth is unknown until the head has grown once.
+            feed = self.feed
+            usable = min(len(feed.train_indices(self.second)), self.tcfg["max_train_records"])
+            target = min(usable, int(np.ceil(self.tcfg["refit_growth"] * stage.fitted_on)))
+            done = len(stage.features.rows) - len(feed.valid_idx)
+            return max(0, target - done) * self._seconds_per_example()
         return None
 
     def _seconds_per_example(self):
@@ -224,6 +235,7 @@ class FrozenHead(Candidate):
             return Report(measured=measured, finished=True,
                           why=f"{self.keeper.source} beats its probe beyond the noise")
         if event == "fitted":
+            self.grown = self.handed_over
             # After its first handover the head is refitted on more examples: expected to be
             # better, it replaces itself unless the held-out data says it got worse.
             offer = Offer(self.source, stage.valid, stage.predict_test, self._snapshot,
@@ -242,8 +254,17 @@ class FrozenHead(Candidate):
             if self._start_rescan(time_left):
                 return Report(spawned=spawned)
             return Report(finished=True, why="every usable example is under the head",
-                          spawned=spawned)
+                          spawned=spawned + self._spawn_flipped())
         return Report()
+
+    def _spawn_flipped(self):
+        """The flip-averaged head, once the head is done and is the best model: images only,
+        where flips are considered at all (train.flip)."""
+        stage, feed = self.stage, self.feed
+        if (not self.cfg["train"]["flip"] or feed.profile.is_video or stage.fitted_idx is None
+                or self.source not in self.keeper.sources or not len(feed.valid_idx)):
+            return ()
+        return (FlippedHead(stage, self.cfg, feed, self.keeper, self.second),)
 
     def _spawn(self):
         """Fine-tuning, once, when the head first has every usable example."""
@@ -314,27 +335,152 @@ class FrozenHead(Candidate):
                       offers=(offer,))
 
     def _snapshot(self, head=None, size=None, partner=None):
-        """What saving the head needs: the trunk with the head on raw features, read in the
-        view its features came from (a two-side head: the larger view, shrunk inside for
-        the first side's head). None for video: its features are not the network's."""
-        from .persist import SavedNetwork
-        from .transfer import snapshot_with_head, with_input_size
-        feed, stage = self.feed, self.stage
-        if feed.profile.is_video:
-            return None
         if head is None:
-            head, size, partner = stage.head, stage.size, stage.partner
-        partners = [partner] if partner is not None else []
-        if size is not None:
-            net = with_input_size(stage.net, size, [p.size for p in partners])
+            head, size, partner = self.stage.head, self.stage.size, self.stage.partner
+        return head_snapshot(self.stage, self.feed, self.second, head, size, partner)
+
+
+def head_snapshot(stage, feed, second, head, size, partner, tta_flip=False):
+    """What saving a head needs: the trunk with the head on raw features, read in the view
+    its features came from (a two-side head: the larger view, shrunk inside for the first
+    side's head). None for video: its features are not the network's."""
+    from .persist import SavedNetwork
+    from .transfer import snapshot_with_head, with_input_size
+    if feed.profile.is_video:
+        return None
+    partners = [partner] if partner is not None else []
+    if size is not None:
+        net = with_input_size(stage.net, size, [p.size for p in partners])
+    else:
+        net = stage.net
+    net, weights = snapshot_with_head(net, head, *(p.head for p in partners))
+    if size is not None:
+        view = (1, *size)
+    else:
+        view = (1, *feed.store.x2.shape[2:4]) if second else feed.shape
+    return SavedNetwork(net, weights, 1.0, tta_flip, view)
+
+
+class FlippedHead(Candidate):
+    """The finished frozen head once more, on features averaged over each image and its
+    mirror image (training, held-out and test alike): one more pass over the images at the
+    head's side, a late step for pictures whose label survives a flip. The keeper takes it
+    only if the held-out data says it is better; then it is refitted on the held-out
+    examples too, as the head was."""
+    name = "flip-averaged head"
+    source = "transfer-flip"
+
+    def __init__(self, stage, cfg, feed, keeper, second):
+        self.stage, self.cfg, self.tcfg = stage, cfg, cfg["transfer"]
+        self.feed, self.keeper, self.second = feed, keeper, second
+        self.state = "pass"             # pass -> judged -> (refit, once taken) -> done
+        self.flipped = self._flipped_pass()
+        self.model = None               # the RescanHead on the averaged features
+
+    def start(self):
+        return self.stage.score or 0.0
+
+    def _flipped_pass(self):
+        from .transfer import FrozenFeatures, Rescan
+        stage, feed = self.stage, self.feed
+        wanted = np.concatenate([np.asarray(stage.fitted_idx), np.asarray(feed.valid_idx)])
+        batch = self.tcfg["batch"]
+        if stage.size is not None:  # a rescan's side: the records are read again
+            shape = (1, *stage.size)
+            train = (x[:, :, ::-1] for x in feed.reread(False, shape))
+            test = (x[:, :, ::-1] for x in feed.reread(True, shape))
         else:
-            net = stage.net
-        net, weights = snapshot_with_head(net, head, *(p.head for p in partners))
-        if size is not None:
-            view = (1, *size)
-        else:
-            view = (1, *feed.store.x2.shape[2:4]) if self.second else feed.shape
-        return SavedNetwork(net, weights, 1.0, False, view)
+            x, _ = feed.arrays(self.second)
+            train = (x[i, :, :, ::-1] for i in range(len(x)))
+            test = (t[:, :, ::-1] for t in feed.test_view(self.second))
+        features = FrozenFeatures(stage.net, stage.device, batch, size=stage.size)
+        first = (FrozenFeatures(stage.net, stage.device, batch)
+                 if stage.partner is not None else None)
+        per_example = stage.features.seconds_per_example() or 0.0
+        count = len(wanted) + len(feed.test_x)
+        estimate = per_example * count * (1.25 if first is not None else 1.0)
+        return Rescan(features, train, wanted, test, len(feed.test_x), first, estimate,
+                      first_train=True)
+
+    def pending_cost(self, time_left):
+        if self.state == "pass":
+            return self.flipped.seconds_left()
+        if self.state == "refit":
+            return 0.0
+        return None
+
+    def advance(self, seconds, time_left):
+        if self.state == "pass":
+            deadline = time.time() + seconds
+            while not self.flipped.step():
+                if time.time() >= deadline:
+                    return Report()
+            return self._judge()
+        if self.state == "refit":
+            self.state = "done"
+            self._fit(np.concatenate([self._train(), self.feed.valid_idx]), search=False)
+            return Report(offers=(Offer(self.source, None, self.model.predict_test,
+                                        self._snapshot, refresh=True),),
+                          finished=True, why="refitted on the held-out examples too")
+        return Report(finished=True, why="the held-out data did not take it")
+
+    def _train(self):
+        return np.asarray(self.stage.fitted_idx)
+
+    def _averaged(self, own, flipped, indices):
+        return (own.matrix(indices) + flipped.matrix(indices)) / 2
+
+    def _fit(self, train, search):
+        """Heads on the averaged features (the penalty searched again when `search`, as the
+        features differ); returns the held-out predictions of heads fitted on `train`."""
+        from .metrics import nauc
+        from .transfer import LinearHead, RescanHead, SideHead, mean_logits
+        stage, flipped, tcfg = self.stage, self.flipped, self.tcfg
+        _, y = self.feed.arrays(self.second)
+        valid_idx = np.asarray(self.feed.valid_idx)
+        multi = stage.head.multi_label
+
+        def fitted(own, mirror, l2):
+            head = LinearHead(multi, tcfg["l2_grid"], tcfg["lbfgs_iterations"],
+                              tcfg["l2_tolerance"], tcfg["lbfgs_loss_tol"])
+            valid = self._averaged(own, mirror, valid_idx) if len(valid_idx) else None
+            head.fit(self._averaged(own, mirror, train), y[train], valid, y[valid_idx],
+                     grid=None if search else [l2])
+            return head, (head.predict(valid) if valid is not None else None)
+
+        l2 = self.model.head.l2 if self.model is not None else None
+        head, valid = fitted(stage.features, flipped.features, l2)
+        test = (stage.test_features + flipped.test_features(len(head.mean))) / 2
+        partner = None
+        if stage.partner is not None:
+            own = stage.partner
+            l2 = self.model.partner.head.l2 if self.model is not None else own.head.l2
+            side_head, side_valid = fitted(stage.first_features, flipped.first, l2)
+            side_test = (own.test_features + flipped.test_features(len(side_head.mean),
+                                                                   first=True)) / 2
+            partner = SideHead(side_head, side_test, own.size)
+            if valid is not None:
+                valid = mean_logits([valid, side_valid], multi)
+        score = nauc(y[valid_idx], valid) if valid is not None else None
+        self.model = RescanHead(head, score, valid, flipped.features, test, stage.size,
+                                partner)
+        return valid
+
+    def _judge(self):
+        self.state = "judged"
+        valid = self._fit(self._train(), search=True)
+        log.info("transfer: flip-averaged head valid NAUC %s (the head's %s)",
+                 format_score(self.model.score), format_score(self.stage.score))
+        loss = (log_loss(self.keeper.labels, valid, self.stage.head.multi_label)
+                if valid is not None and self.keeper.labels is not None else None)
+        offer = Offer(self.source, valid, self.model.predict_test, self._snapshot,
+                      on_taken=lambda: setattr(self, "state", "refit"))
+        return Report(measured=Measurement(self.model.score, loss), offers=(offer,))
+
+    def _snapshot(self):
+        m = self.model
+        return head_snapshot(self.stage, self.feed, self.second, m.head, m.size, m.partner,
+                             tta_flip=True)
 
 
 def finetune_candidate(stage, cfg, feed, keeper, device, flip, optional):

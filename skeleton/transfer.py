@@ -218,12 +218,14 @@ class Rescan:
     test set. Only the features are kept, not the larger images."""
 
     def __init__(self, features, train_frames, wanted, test_frames, test_count, first=None,
-                 estimate=None):
+                 estimate=None, first_train=False):
         self.features = features              # a FrozenFeatures at the larger side
         self.estimate = estimate              # its estimated seconds, before it is measured
         # The first side's FrozenFeatures, for the two-side head: the test images it sees are
-        # the larger ones, shrunk by the trunk's stem as a saved two-side network shrinks them.
+        # the larger ones, shrunk by the trunk's stem as a saved two-side network shrinks them
+        # (and the training ones too with first_train: the flipped pass has no stored view).
         self.first = first
+        self.first_train = first_train and first is not None
         self.first_test_rows = []
         self.train_frames = enumerate(train_frames)
         self.wanted = {int(i) for i in wanted}
@@ -240,6 +242,8 @@ class Rescan:
         per_example = self.features.seconds_per_example()
         if per_example is None:
             return self.estimate if self.estimate is not None else 0.0
+        if self.first_train and self.first.seconds_per_example() is not None:
+            per_example += self.first.seconds_per_example()
         return per_example * max(0, total - done)
 
     def step(self):
@@ -259,8 +263,12 @@ class Rescan:
             else:
                 self.train_done = True
             if chunk:
-                for i, row in zip(index, self.features.compute(np.stack(chunk))):
+                chunk = np.stack(chunk)
+                for i, row in zip(index, self.features.compute(chunk)):
                     self.features.rows[i] = row
+                if self.first_train:
+                    for i, row in zip(index, self.first.compute(chunk)):
+                        self.first.rows[i] = row
             if self.train_done and len(self.features.rows) < len(self.wanted):
                 raise ValueError(f"the second read gave {len(self.features.rows)} of the "
                                  f"{len(self.wanted)} training examples")
@@ -397,6 +405,7 @@ class TransferStage:
         self.rescanned = False     # one rescan at most
         self.candidate = None      # the head on the rescan's features, until it is judged
         self.partner = None        # the first side's head, once a two-side head is adopted
+        self.first_features = None  # ... and the features it reads
         self.honest_head = None    # the head before it saw the held-out examples
 
     def work(self, x, y, valid_idx, train_idx, x_test, beaten, deadline):
@@ -501,6 +510,8 @@ class TransferStage:
         """The rescan's head `c` was taken: it is the head from now on (refitted next on the
         held-out examples too, as the first one was)."""
         self.candidate = None
+        if c.partner is not None:
+            self.first_features = self.features
         self.head, self.score, self.valid, self.features = c.head, c.score, c.valid, c.features
         self.test_features, self.size, self.partner = c.test_features, c.size, c.partner
         self.state = "refit"

@@ -578,8 +578,10 @@ def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path,
     with caplog.at_level(logging.INFO, logger="skeleton"):
         learner, predictions, _ = _drive(
             path, "r", overrides, rounds=30, budget=120.0,
-            stop=lambda learner: "px features valid NAUC" in caplog.text)
+            stop=lambda learner: "flip-averaged head joins" in caplog.text)
     assert "transfer: rescan at 96x96 px" in caplog.text, caplog.text
+    # The head done and the best model, its flip-averaged version is the next candidate.
+    assert "scheduler: flip-averaged head joins" in caplog.text
     # The two-side head (transfer.rescan_ensemble): the first side's head beside the new one.
     assert "head on 48x48 + 96x96-px features" in caplog.text
     assert learner.head.stage.partner is not None  # the keeper took it: adopted
@@ -590,3 +592,95 @@ def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path,
     assert predictor.net.extra_sizes == [(48, 48)] and predictor.net.stem.size == (96, 96)
     big_test = np.stack(test[0])[:, None]  # the records' own 96 px: the saved head's view
     np.testing.assert_allclose(predictor.predict_arrays(big_test), predictions[-1], atol=2e-3)
+
+
+# -- the flip-averaged head ----------------------------------------------------------------
+def _flip_feed(small, big, y, valid):
+    """A feed over `small` stored records whose records read again at 96 px are `big`."""
+    import types
+    return types.SimpleNamespace(  # records 0..59: training and held-out; the rest: test
+        profile=types.SimpleNamespace(is_video=False), valid_idx=valid, test_x=small[60:],
+        arrays=lambda second=False: (small, y), test_view=lambda second=False: small[60:],
+        reread=lambda test, shape: iter(big[60:] if test else big[:60]),
+        store=types.SimpleNamespace(x2=small), shape=small.shape[1:4], has_second=False)
+
+
+@pytest.mark.slow
+@needs_weights
+def test_the_flip_averaged_head_reads_mirror_images_and_averages_both_sides():
+    from skeleton.candidates import FlippedHead
+    from skeleton.keeper import BestModel
+    from skeleton.predict import network_probabilities
+    x_list, labels = _textures(80, 96, seed=15)
+    big = np.stack(x_list)[:, None]
+    small = big[:, :, ::2, ::2].copy()
+    y = np.eye(3, dtype=np.float32)[labels]
+    valid, train = np.arange(0, 60, 4), np.setdiff1d(np.arange(60), np.arange(0, 60, 4))
+    stage = _completed_stage(small, y, valid, train, small[60:])
+    stage.start_rescan((96, 96), iter(big[:60]), iter(big[60:]), 20, valid)
+    assert stage.work(small, y, valid, train, small[60:], _unbeaten,
+                      float("inf")) == "rescanned"
+    stage.adopt_rescan(stage.candidate)
+    assert stage.work(small, y, valid, train, small[60:], _unbeaten,
+                      float("inf")) == "refitted"
+    assert stage.first_features is not None and stage.partner is not None
+
+    keeper = BestModel(0.0, load_config("image")["select"])
+    keeper.set_labels(y[valid])
+    feed = _flip_feed(small, big, y, valid)
+    cfg = {"transfer": dict(TCFG, batch=16), "train": {"flip": True}}
+    flipped = FlippedHead(stage, cfg, feed, keeper, second=False)
+    assert flipped.pending_cost(100.0) > 0 and flipped.start() == stage.score
+    report = flipped.advance(0.0, 100.0)  # its deadline: one batch, no judgement yet
+    assert not report.offers and flipped.state == "pass"
+    while not report.offers:
+        report = flipped.advance(60.0, 100.0)
+    assert flipped.pending_cost(100.0) is None and report.measured.nauc is not None
+    # Row i is the mirror image of record i, at the head's side and at the first side.
+    mirror = np.ascontiguousarray(big[:, :, :, ::-1])
+    big_side = FrozenFeatures(stage.net, torch.device("cpu"), 16, size=(96, 96))
+    first_side = FrozenFeatures(stage.net, torch.device("cpu"), 16)
+    np.testing.assert_allclose(flipped.flipped.features.rows[9],
+                               big_side.compute(mirror[9:10])[0], atol=1e-4)
+    np.testing.assert_allclose(flipped.flipped.first.rows[9],
+                               first_side.compute(mirror[9:10])[0], atol=1e-4)
+    model = flipped.model
+    averaged = (stage.features.matrix(valid) + flipped.flipped.features.matrix(valid)) / 2
+    side = (stage.first_features.matrix(valid) + flipped.flipped.first.matrix(valid)) / 2
+    np.testing.assert_allclose(
+        model.valid, mean_logits([model.head.predict(averaged),
+                                  model.partner.head.predict(side)], False), atol=1e-5)
+    # Taken, it is refitted on the held-out examples too and offers new test predictions.
+    offer = report.offers[0]
+    assert offer.source == "transfer-flip" and not offer.refit
+    offer.on_taken()
+    assert flipped.pending_cost(100.0) == 0.0
+    refit = flipped.advance(1.0, 100.0)
+    assert refit.finished and refit.offers[0].refresh
+    assert flipped.model.head.l2 == model.head.l2 and flipped.model.head is not model.head
+    # Saved, it predicts as the run did: the two-side network with flip test-time averaging.
+    saved = refit.offers[0].snapshot()
+    assert saved.tta_flip and saved.view == (1, 96, 96)
+    saved.net.load_state_dict(saved.weights)
+    probabilities = network_probabilities(saved.net.eval(), big[60:], temperature=1.0,
+                                          multi_label=False, tta_flip=True, batch=16)
+    np.testing.assert_allclose(probabilities, flipped.model.predict_test(), atol=2e-3)
+
+
+def test_a_head_grows_once_as_a_step_of_unknown_worth_then_is_judged_by_its_gain():
+    import types
+
+    from skeleton.candidates import FrozenHead
+    cfg = {"transfer": dict(TCFG, max_train_records=10000, refit_growth=2.0)}
+    features = types.SimpleNamespace(seconds_per_example=lambda: 0.01,
+                                     rows=dict.fromkeys(range(1100)))
+    stage = types.SimpleNamespace(state="grow", fitted_on=1000, features=features)
+    feed = types.SimpleNamespace(valid_idx=np.arange(100), has_second=False,
+                                 train_indices=lambda second=False: np.arange(5000))
+    head = FrozenHead(stage, cfg, feed, types.SimpleNamespace(sources=[]))
+    # The next refit is at 2000 examples: 1000 more at 10 ms each.
+    assert head.pending_cost(100.0) == pytest.approx(10.0)
+    feed.train_indices = lambda second=False: np.arange(1500)
+    assert head.pending_cost(100.0) == pytest.approx(5.0)  # only 1500 are read so far
+    head.grown = True
+    assert head.pending_cost(100.0) is None
