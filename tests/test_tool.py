@@ -246,7 +246,7 @@ def test_persist_network_round_trip(tmp_path):
     meta = types.SimpleNamespace(get_label_to_index_map=lambda: {"a": 0, "b": 1, "c": 2})
     feed = types.SimpleNamespace(
         classes=3, metadata=meta, profile=scan([(f, l) for f, l in zip(x, y)], 3, True),
-        shape=(1, 16, 16), cfg=cfg)
+        shape=(1, 16, 16), cfg=cfg, valid_idx=np.arange(4))
 
     def export():
         tta = cfg["train"]["tta_flip"] and trainer.flip
