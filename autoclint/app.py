@@ -264,12 +264,26 @@ def _fit(args, out, converting):
 MIN_HELD_OUT = 5  # per class: fewer makes a held-out score a coin toss
 
 
+def few_held_out(labels, counts, valid):
+    """One warning line when a class has fewer than MIN_HELD_OUT held-out images (the
+    --valid folder's, or the --test_ratio split's), else None."""
+    few = [(c, int(n)) for c, n in zip(labels, counts) if n < MIN_HELD_OUT]
+    if not few:
+        return None
+    shown = ", ".join(f"{c} ({n})" for c, n in few[:3]) + (", ..." if len(few) > 3 else "")
+    if valid:
+        return (f"warning: the --valid folder has fewer than {MIN_HELD_OUT} images of "
+                f"{shown}; the model is chosen and scored on it, roughly (add images to it)")
+    return (f"warning: the held-out split has fewer than {MIN_HELD_OUT} images of {shown}; "
+            "its scores are rough (pass --valid DIR or a larger --test_ratio)")
+
+
 def _fit_dataset(args, out, dest):
     from autodl.run_local_test import check_dataset, format_summary, run
     # TensorFlow, where the runner's hand-off loads it, opens with lines of C++ noise.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     progress = not args.quiet and sys.stderr.isatty()  # a bar in a file: a frame a line
-    no_held_out = args.test_ratio == 0
+    no_held_out = args.test_ratio == 0 and not args.valid  # --valid: the ratio is unused
     dataset = _prepare_dataset(args.data, args.images, dest, args.test_ratio, args.seed,
                                args.valid, progress=progress)
     name = os.path.basename(glob.glob(os.path.join(dataset, "*.data"))[0])[:-len(".data")]
@@ -282,15 +296,9 @@ def _fit_dataset(args, out, dest):
               "exists (the model still sets a few aside to choose its candidates; pass "
               "--valid DIR for a score)", file=sys.stderr)
     else:
-        few = {c: n for c, n in zip(labels, solution.sum(axis=0).astype(int)) if n < MIN_HELD_OUT}
-        if few:
-            shown = ", ".join(f"{c} ({n})" for c, n in list(few.items())[:3])
-            if args.valid:
-                why = "the model is chosen and scored on it, roughly (add images to it)"
-            else:
-                why = "its scores are rough (pass --valid DIR or a larger --test_ratio)"
-            print(f"warning: the {'--valid folder' if args.valid else 'held-out split'} has "
-                  f"fewer than {MIN_HELD_OUT} images of {shown}; {why}", file=sys.stderr)
+        warning = few_held_out(labels, solution.sum(axis=0), bool(args.valid))
+        if warning:
+            print(warning, file=sys.stderr)
     model_path = os.path.join(out, "model.pt")
     if os.path.exists(model_path):
         os.unlink(model_path)  # never hand back a model from an earlier run
