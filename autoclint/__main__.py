@@ -46,8 +46,9 @@ def parser():
                                     "(default: the CSV's folder)")
     p.add_argument("--time_budget", type=float, default=60, help="seconds")
     p.add_argument("--valid", metavar="FOLDER",
-                   help="your own held-out folder of class folders (FOLDER/CLASS/*.jpg), "
-                        "scored instead of a --test_ratio share of --data")
+                   help="your own held-out folder of class folders (FOLDER/CLASS/*.jpg): "
+                        "the model is chosen on it (never trained on it) and scored on it, "
+                        "instead of a --test_ratio share of --data")
     p.add_argument("--out",
                    help="output folder (created; a fit there replaces only what an earlier "
                         "fit wrote, and one that holds anything else is refused); default: "

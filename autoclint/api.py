@@ -105,8 +105,9 @@ def fit(data, time_budget=60, out=None, valid=None, *, images=None, test_ratio=0
         overwrite=False, keep_dataset=False, quiet=False, verbose=False, config=None):
     """Train on `data` (FOLDER/CLASS/*.jpg, a CSV FileName,Labels, a video folder or an AutoDL
     dataset) for `time_budget` seconds; returns the Model saved in `out` (default: a new
-    folder named after the data and the time). `valid`: a folder of class folders held out
-    instead of a `test_ratio` share; test_ratio=0 trains on everything (no held-out score)."""
+    folder named after the data and the time). `valid`: a folder of class folders the model
+    is chosen on (never trained on) and scored on, instead of a `test_ratio` share;
+    test_ratio=0 gives every image to the model (no held-out score)."""
     from autodl import flags
     flags.apply_submission_settings(config, verbose)
     args = types.SimpleNamespace(

@@ -1,5 +1,6 @@
 """fit (convert if needed, run our model under a budget through the local runner, keep its
 predictions and model) and predict (a saved model on new images)."""
+import contextlib
 import csv
 import errno
 import fcntl
@@ -14,7 +15,7 @@ import time
 
 import numpy as np
 
-from autodl import convert, guard
+from autodl import convert, flags, guard
 
 from . import REPO, metrics, report
 
@@ -145,7 +146,10 @@ def _prepare_dataset(data, images, dest, test_ratio, seed, valid=None, progress=
     if valid:
         if not os.path.isdir(valid):
             raise UserError(f"{valid}: --valid must be a folder of class folders")
-        return convert.convert_folders(data, valid, dest, overwrite=True, progress=progress)
+        # The valid images open the training split too: the model holds out exactly those
+        # (data.holdout_first, set by _fit_dataset) and the test split scores them again.
+        return convert.convert_folders(data, valid, dest, overwrite=True, progress=progress,
+                                       valid_first=True)
     return convert.convert_folder(data, dest, held_out=held_out, progress=progress, **kw)
 
 
@@ -260,12 +264,26 @@ def _fit(args, out, converting):
 MIN_HELD_OUT = 5  # per class: fewer makes a held-out score a coin toss
 
 
+def few_held_out(labels, counts, valid):
+    """One warning line when a class has fewer than MIN_HELD_OUT held-out images (the
+    --valid folder's, or the --test_ratio split's), else None."""
+    few = [(c, int(n)) for c, n in zip(labels, counts) if n < MIN_HELD_OUT]
+    if not few:
+        return None
+    shown = ", ".join(f"{c} ({n})" for c, n in few[:3]) + (", ..." if len(few) > 3 else "")
+    if valid:
+        return (f"warning: the --valid folder has fewer than {MIN_HELD_OUT} images of "
+                f"{shown}; the model is chosen and scored on it, roughly (add images to it)")
+    return (f"warning: the held-out split has fewer than {MIN_HELD_OUT} images of {shown}; "
+            "its scores are rough (pass --valid DIR or a larger --test_ratio)")
+
+
 def _fit_dataset(args, out, dest):
     from autodl.run_local_test import check_dataset, format_summary, run
     # TensorFlow, where the runner's hand-off loads it, opens with lines of C++ noise.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     progress = not args.quiet and sys.stderr.isatty()  # a bar in a file: a frame a line
-    no_held_out = args.test_ratio == 0
+    no_held_out = args.test_ratio == 0 and not args.valid  # --valid: the ratio is unused
     dataset = _prepare_dataset(args.data, args.images, dest, args.test_ratio, args.seed,
                                args.valid, progress=progress)
     name = os.path.basename(glob.glob(os.path.join(dataset, "*.data"))[0])[:-len(".data")]
@@ -274,24 +292,27 @@ def _fit_dataset(args, out, dest):
     if not labels or len(labels) != solution.shape[1]:  # absent, or names that broke lines
         labels = [str(i) for i in range(solution.shape[1])]
     if no_held_out:
-        print("warning: --test_ratio 0: training on every image; no held-out score exists "
-              "(pass --valid DIR for one)", file=sys.stderr)
+        print("warning: --test_ratio 0: every image goes to the model, so no held-out score "
+              "exists (the model still sets a few aside to choose its candidates; pass "
+              "--valid DIR for a score)", file=sys.stderr)
     else:
-        few = {c: n for c, n in zip(labels, solution.sum(axis=0).astype(int)) if n < MIN_HELD_OUT}
-        if few:
-            shown = ", ".join(f"{c} ({n})" for c, n in list(few.items())[:3])
-            print(f"warning: the held-out split has fewer than {MIN_HELD_OUT} images of "
-                  f"{shown}; its scores are rough (pass --valid DIR or a larger --test_ratio)",
-                  file=sys.stderr)
+        warning = few_held_out(labels, solution.sum(axis=0), bool(args.valid))
+        if warning:
+            print(warning, file=sys.stderr)
     model_path = os.path.join(out, "model.pt")
     if os.path.exists(model_path):
         os.unlink(model_path)  # never hand back a model from an earlier run
     os.environ["AUTOCLINT_SAVE_DIR"] = out  # inherited by ingestion: model.py saves there
     run_dir = os.path.join(out, "run")
-    summary = run(dataset, REPO, args.time_budget, output_dir=os.path.join(run_dir, "output"),
-                  score_dir=os.path.join(run_dir, "scores"),
-                  progress=progress or (not args.quiet and "lines"),
-                  echo=bool(args.verbose))
+    # --valid: the model's held-out set is the valid folder, the first records of the
+    # training split (_prepare_dataset); the run, a subprocess, reads AUTOCLINT_CONFIG.
+    holdout = {"data": {"holdout_first": int(solution.shape[0])}} if args.valid else None
+    with _config_env(holdout):
+        summary = run(dataset, REPO, args.time_budget,
+                      output_dir=os.path.join(run_dir, "output"),
+                      score_dir=os.path.join(run_dir, "scores"),
+                      progress=progress or (not args.quiet and "lines"),
+                      echo=bool(args.verbose))
     if not no_held_out and args.verbose:
         print(format_summary(summary), flush=True)  # the challenge's figures
     if os.path.exists(os.path.join(run_dir, "scores", "run.json")):
@@ -328,6 +349,34 @@ def _fit_dataset(args, out, dest):
     status = 0 if summary["ingestion_success"] or summary["num_predictions"] else 1
     return {"out": out, "status": status, "model": model_path, "scores": scores,
             "report": text}
+
+
+@contextlib.contextmanager
+def _config_env(overrides):
+    """AUTOCLINT_CONFIG with `overrides` merged over what it holds (the user's --config),
+    for as long as the block runs; restored after (the API may fit again in-process)."""
+    if not overrides:
+        yield
+        return
+    before = os.environ.get(flags.CONFIG_ENV)
+    try:
+        merged = json.loads(before) if before else {}
+    except ValueError as e:
+        raise UserError(f"{flags.CONFIG_ENV}: not JSON ({e})") from None
+    if not isinstance(merged, dict):
+        raise UserError(f"{flags.CONFIG_ENV}: must hold a JSON object of settings")
+    for section, values in overrides.items():
+        if not isinstance(merged.get(section), dict):
+            merged[section] = {}
+        merged[section].update(values)
+    os.environ[flags.CONFIG_ENV] = json.dumps(merged)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(flags.CONFIG_ENV, None)
+        else:
+            os.environ[flags.CONFIG_ENV] = before
 
 
 def _read_tail(path):

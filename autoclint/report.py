@@ -12,20 +12,38 @@ def _device():
     return "a CUDA GPU (present on this machine)" if gpu_present() else "the CPU (no GPU here)"
 
 
-def _model_words(model_path):
+def _description(model_path):
     from skeleton import persist
     try:
-        state = persist.read_description(model_path)
+        return persist.read_description(model_path)
     except persist.ModelFileError:
+        return None
+
+
+def _model_words(state):
+    if state is None:
         return "a model whose description could not be read"
     net = state.get("net")
-    if net is None:
+    if net is None:  # numpy float32 throughout
         frames, height, width = state.get("shape", (1, 0, 0))
         return (f"the quick ridge model (no network beat it), reading images at "
-                f"{height}x{width}")
+                f"{height}x{width}, in fp32")
     frames, height, width = net["view"]
     clip = f", {frames} frames a clip" if frames > 1 else ""
-    return f"the network {net['name']}, reading images at {height}x{width}{clip}"
+    precision = f", in {net['precision']}" if net.get("precision") else ""  # older files: none
+    return f"the network {net['name']}, reading images at {height}x{width}{clip}{precision}"
+
+
+def _chosen_on(args, state):
+    """Which images chose the model among its candidates (the held-out set of the run)."""
+    count = (state or {}).get("held_out")
+    if args.valid:
+        shown = f" ({count} images)" if count is not None else ""
+        return (f"- chosen on: your --valid folder{shown}, which the scores below also use "
+                "(so they lean optimistic)")
+    if count is None:
+        return None
+    return f"- chosen on: {count} training images the model set aside (never trained on)"
 
 
 def _ending(summary):
@@ -47,12 +65,16 @@ def _best(summary):
 
 
 def fit_report(args, out, model_path, summary, scores, test_images, no_held_out):
+    state = _description(model_path)
     lines = ["# autoclint fit", "",
              f"- data: {os.path.abspath(args.data)}"
              + (f", validated on {os.path.abspath(args.valid)}" if args.valid else ""),
-             f"- trained: {_model_words(model_path)}, on {_device()}, "
+             f"- trained: {_model_words(state)}, on {_device()}, "
              f"under a {args.time_budget:g} s budget",
              f"- ended: {_ending(summary)}"]
+    chosen = _chosen_on(args, state)
+    if chosen:
+        lines.append(chosen)
     if no_held_out:
         lines.append("- held-out score: none (--test_ratio 0 trained on every image)")
     else:

@@ -261,10 +261,12 @@ def check_destination(out, sources, allow_inside=False):
 
 
 def _write(files, classes, payload, out, name, test_ratio, seed, image_format, overwrite,
-           relative_to, held_out=None, progress=True):
+           relative_to, held_out=None, progress=True, held_out_first=False):
     """Split, write the dataset (atomically) and the list of test files beside it.
     held_out: None (split by test_ratio), a set of paths (the test split, the rest trains) or
-    EVERYTHING (train on all; the test split repeats the training images)."""
+    EVERYTHING (train on all; the test split repeats the training images). held_out_first
+    (with a set): the held-out images also open the training split, as its first records,
+    for a model told to hold those out itself (configs/image.yaml data.holdout_first)."""
     label_lists = [labels for _, labels in files]
     if len({label for labels in label_lists for label in labels}) < 2:
         raise ConvertError("after skipping unreadable files fewer than two classes are left")
@@ -276,6 +278,8 @@ def _write(files, classes, payload, out, name, test_ratio, seed, image_format, o
         if not test or not train:
             raise ConvertError("no readable images left in the "
                                + ("validation" if not test else "training") + " folder")
+        if held_out_first:
+            train = test + train
     else:
         test = _split(label_lists, test_ratio, seed)
         test_set = set(test)
@@ -293,13 +297,14 @@ def _write(files, classes, payload, out, name, test_ratio, seed, image_format, o
     # Written after the atomic rename; a missing list only loses file names in fit's CSV.
     with open(os.path.join(out, name + TEST_FILES_SUFFIX), "w") as f:
         f.write("".join(os.path.relpath(files[i][0], relative_to) + "\n" for i in test))
-    print(f"wrote {out}: {len(train)} train, {len(test)} test, {len(classes)} classes",
+    first = f" (the first {len(test)} held out)" if held_out_first else ""
+    print(f"wrote {out}: {len(train)} train{first}, {len(test)} test, {len(classes)} classes",
           file=sys.stderr)
     return out
 
 
 def convert_images(files, classes, out, name, test_ratio=0.2, seed=0, overwrite=False,
-                   relative_to=".", held_out=None, progress=True):
+                   relative_to=".", held_out=None, progress=True, held_out_first=False):
     """files: [(path, [class indices])]; unreadable files are reported and skipped."""
     kept, probes = [], []
     for path, labels in tqdm(files, desc="checking images", unit="img", file=sys.stderr,
@@ -320,7 +325,7 @@ def convert_images(files, classes, out, name, test_ratio=0.2, seed=0, overwrite=
         return _image_bytes(kept[i][0], probes[i][0], probes[i][1], target)
 
     return _write(kept, classes, payload, out, name, test_ratio, seed, "png", overwrite,
-                  relative_to, held_out, progress)
+                  relative_to, held_out, progress, held_out_first)
 
 
 def convert_folder(root, out, name=None, test_ratio=0.2, seed=0, overwrite=False,
@@ -332,9 +337,11 @@ def convert_folder(root, out, name=None, test_ratio=0.2, seed=0, overwrite=False
                           held_out, progress)
 
 
-def convert_folders(root, valid, out, name=None, overwrite=False, progress=True):
+def convert_folders(root, valid, out, name=None, overwrite=False, progress=True,
+                    valid_first=False):
     """Train on the class folders of `root`, test on those of `valid` (the same class names;
-    a class may be missing from `valid`)."""
+    a class may be missing from `valid`). valid_first: the training split opens with the
+    `valid` images too (fit --valid: the model holds them out to choose its model on)."""
     check_destination(out, [("source folder", root), ("validation folder", valid)])
     classes, files = _class_folders(root, IMAGE_EXTENSIONS, "image")
     valid_classes, valid_files = _class_folders(valid, IMAGE_EXTENSIONS, "image", min_classes=1)
@@ -348,7 +355,7 @@ def convert_folders(root, valid, out, name=None, overwrite=False, progress=True)
     try:
         return convert_images(files + held, classes, out, name, overwrite=overwrite,
                               relative_to=valid, held_out={p for p, _ in held},
-                              progress=progress)
+                              progress=progress, held_out_first=valid_first)
     except ConvertError as e:
         folder = valid if "validation" in str(e) else root
         raise ConvertError(f"{folder}: {e}") from None

@@ -135,7 +135,8 @@ class NetworkCandidate(Candidate):
         feed, trainer = self.feed, self.trainer
         view = (feed.shape[0], *feed.store.x2.shape[2:4]) if self.second else feed.shape
         weights = {k: v.detach().clone() for k, v in trainer.net.state_dict().items()}
-        return SavedNetwork(trainer.net, weights, trainer.temperature, tta, view)
+        return SavedNetwork(trainer.net, weights, trainer.temperature, tta, view,
+                            trainer.precision)
 
     def probe_flip(self, score):
         """Flip augmentation and flip TTA only if flipped held-out images score about as well

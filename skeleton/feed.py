@@ -51,6 +51,9 @@ class DataFeed:
                                   FrameAdapter(self.profile, *self.shape), self.classes,
                                   data["cache_max_mb"] * 2 ** 20, second, second_max)
         self.sorted = self.profile.looks_sorted(data["sorted_unseen_ratio"])
+        held = data["holdout_first"]
+        if held > self.store.size:  # the caller's held-out records, whole, before training
+            self.store.fill(max_records=held - self.store.size)
         if self.sorted:  # the first records say nothing of the rest: read everything
             self.store.fill()
         else:
@@ -75,7 +78,8 @@ class DataFeed:
         # known yet: assume it as large as the other two.
         examples = 2 * (self._held_out_size(data) + min(self.total, tcfg["probe_records"]))
         seconds = tcfg["first_head_fraction"] * (time_left or tcfg["assumed_budget_s"])
-        stored = min(self.total, tcfg["max_train_records"] + data["valid_max"])
+        valid_max = max(data["valid_max"], data["holdout_first"])
+        stored = min(self.total, tcfg["max_train_records"] + valid_max)
         side = first_side(examples, stored, seconds, min(frames, tcfg["max_frames"]), tcfg,
                           gpu_present())
         self.transfer_shape = transfer_size(self.profile.height, self.profile.width, side,
@@ -84,10 +88,13 @@ class DataFeed:
         if native or (self.transfer_shape[0] <= height and self.transfer_shape[1] <= width):
             return None, 0  # the stored images are as large as needed: resized on the fly
         second = FrameAdapter(self.profile, frames, *self.transfer_shape)
-        return second, tcfg["max_train_records"] + self.cfg["data"]["valid_max"]
+        return second, tcfg["max_train_records"] + valid_max
 
     def _held_out_size(self, data):
-        """How many examples to hold out: valid_ratio of the set, within valid_min-valid_max."""
+        """How many examples to hold out: the caller's (holdout_first), else valid_ratio of
+        the set, within valid_min-valid_max."""
+        if data["holdout_first"] > 0:
+            return min(data["holdout_first"], self.total)
         return min(max(int(data["valid_ratio"] * self.total), data["valid_min"]),
                    data["valid_max"])
 
@@ -98,7 +105,13 @@ class DataFeed:
         sorted sets a draw that does not hang on how many records the first, time-sliced read
         got: the examples with the smallest of fixed random keys among the first 3 x the
         held-out size (all of a sorted set, which is read whole), so two runs on the same data
-        hold out the same examples."""
+        hold out the same examples. With holdout_first > 0 the caller chose them: exactly the
+        first that many records (open() reads them all first), whatever the order says."""
+        if data["holdout_first"] > 0:
+            n_valid = min(data["holdout_first"], self.store.size)
+            self.valid_idx = np.arange(n_valid)
+            self.train_idx = np.arange(n_valid, self.store.size)
+            return
         shuffle = self.sorted or self.total < data["shuffle_below"]
         size = self.store.size
         wanted = self._held_out_size(data)

@@ -64,6 +64,7 @@ def save(learner, path):
         "label_names": _label_names(feed.metadata, feed.classes),
         "profile": profile,
         "shape": [int(v) for v in feed.shape],  # (frames, height, width) of the adapter
+        "held_out": int(len(feed.valid_idx)),  # the examples the model was chosen on
         "cfg": feed.cfg,
         "quick_cfg": quick.cfg,
         "net": None,
@@ -76,7 +77,8 @@ def save(learner, path):
         meta["net"] = {"name": net.name, "frames": net.frames, "temporal": net.temporal_mode,
                        "temperature": float(exported.temperature), "keys": list(weights),
                        "tta_flip": bool(exported.tta_flip),
-                       "view": [int(v) for v in exported.view], "options": net.options}
+                       "view": [int(v) for v in exported.view], "options": net.options,
+                       "precision": exported.precision}
         for k, v in weights.items():
             arrays[f"net/{k}"] = (v.detach().float() if v.is_floating_point()
                                   else v.detach()).cpu().numpy()
@@ -99,13 +101,15 @@ def save(learner, path):
 @dataclasses.dataclass
 class SavedNetwork:
     """What saving a network needs: the module (its architecture), the weights to save (the
-    best checkpoint, or a frozen head written into the head), how the run predicted with it
-    and the input view (frames, height, width) it reads."""
+    best checkpoint, or a frozen head written into the head), how the run predicted with it,
+    the input view (frames, height, width) it reads and the precision it was trained in
+    (frozen features are computed in fp32)."""
     net: object
     weights: dict
     temperature: float
     tta_flip: bool
     view: tuple
+    precision: str = "fp32"
 
 
 def _plain(value):

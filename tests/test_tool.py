@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +76,27 @@ def test_convert_folder_with_mixed_modes_and_bad_files(tmp_path):
         assert SHAPES[int(row.argmax())] == path.split("/")[0]
     meta = (out / "shapes.data" / "train" / "metadata.textproto").read_text()
     assert "num_channels: 3" in meta and "COMPRESSED" in meta
+
+
+def test_convert_folders_with_the_valid_images_first_in_training(tmp_path):
+    """fit --valid's dataset: the training split opens with the valid images (in the test
+    split's order, labels included), then the training folder's; the test split is the
+    valid folder. Without valid_first the training split holds the training folder only."""
+    from autodl.tfdata import AutoDLMetadata
+    from skeleton.data.decode import iter_records
+    train = make_folder(tmp_path / "train", per_class=4)
+    valid = make_folder(tmp_path / "val", per_class=2, seed=3)
+    for first, size in ((True, 18), (False, 12)):
+        out = convert.convert_folders(str(train), str(valid), str(tmp_path / f"ds{first}"),
+                                      valid_first=first, progress=False)
+        records = list(iter_records(AutoDLMetadata(os.path.join(out, "train.data", "train"))))
+        tests = list(iter_records(AutoDLMetadata(os.path.join(out, "train.data", "test"))))
+        assert len(records) == size and len(tests) == 6
+        if first:  # the test records carry no labels: the solution file holds them
+            solution = _solution_rows(Path(out), "train")
+            for (x, y), (tx, _), truth in zip(records[:6], tests, solution):
+                assert np.array_equal(x, tx) and np.array_equal(y, truth)
+        assert [int(y.argmax()) for _, y in records[-12:]] == [0] * 4 + [1] * 4 + [2] * 4
 
 
 def test_convert_csv_multilabel(tmp_path):
@@ -246,7 +268,7 @@ def test_persist_network_round_trip(tmp_path):
     meta = types.SimpleNamespace(get_label_to_index_map=lambda: {"a": 0, "b": 1, "c": 2})
     feed = types.SimpleNamespace(
         classes=3, metadata=meta, profile=scan([(f, l) for f, l in zip(x, y)], 3, True),
-        shape=(1, 16, 16), cfg=cfg)
+        shape=(1, 16, 16), cfg=cfg, valid_idx=np.arange(4))
 
     def export():
         tta = cfg["train"]["tta_flip"] and trainer.flip
@@ -257,6 +279,9 @@ def test_persist_network_round_trip(tmp_path):
     assert persist.save(learner, str(tmp_path / "model.pt"))
     predictor = persist.load(str(tmp_path / "model.pt"))
     assert predictor.source == "net" and predictor.label_names == ["a", "b", "c"]
+    description = persist.read_description(str(tmp_path / "model.pt"))
+    assert description["net"]["precision"] == "fp32"  # the trainer's, on the CPU
+    assert description["held_out"] == 4  # what the report says the model was chosen on
     # Flip TTA only where the run's flip probe allowed it (here: not), as test() does.
     expected = trainer.predict(x, tta_flip=False)
     assert np.allclose(predictor.predict_arrays(x), expected, atol=1e-4)

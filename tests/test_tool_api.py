@@ -3,6 +3,7 @@ evaluate command, --valid, --test_ratio 0, the report in words and the errors th
 tiny fit is shared; the CLI and the API are checked against each other on it."""
 import csv
 import os
+import re
 import subprocess
 import sys
 
@@ -50,6 +51,12 @@ def test_api_fit_scores_the_valid_folder_and_writes_the_report(fitted):
     report = (out / "report.md").read_text()
     assert report == model.fit_result["report"]
     assert "top-1 accuracy" in report and "validated on" in report and "ended:" in report
+    # The model was chosen on the valid folder's 15 images, and the report says in which
+    # precision it trained.
+    from skeleton import persist
+    assert persist.read_description(str(out / "model.pt"))["held_out"] == 15
+    assert "- chosen on: your --valid folder (15 images)" in report
+    assert re.search(r"- trained: .*, in (fp32|bf16|fp16), on ", report), report
     assert "ALC" not in report and not (out / "dataset").exists()  # no copy kept by default
     assert (out / "model.pt").is_file()
 
@@ -142,7 +149,9 @@ def test_fit_with_test_ratio_0_trains_on_all_without_tensorflow(tmp_path):
     assert "no held-out score exists" in run.stderr
     outs = [p for p in tmp_path.iterdir() if p.name.startswith("shapes-fit-")]
     assert len(outs) == 1 and f"writing to {outs[0]}" in run.stderr
-    assert "held-out score: none" in (outs[0] / "report.md").read_text()
+    report = (outs[0] / "report.md").read_text()
+    assert "held-out score: none" in report
+    assert "training images the model set aside" in report
     assert "top-1" not in run.stdout and "NAUC" not in run.stdout
     rows = list(csv.reader(open(outs[0] / "predictions.csv")))[1:]
     assert len(rows) == 18  # every training image, predicted again
@@ -156,6 +165,10 @@ def test_progress_in_a_file_is_one_line_per_prediction(fitted, tmp_path):
     run = _cli("fit", "--data", root / "photos" / "train", "--valid", root / "photos" / "val",
                "--time_budget", "4", "--out", tmp_path / "out")
     assert run.returncode == 0, run.stderr
+    # Through the CLI too, the held-out set the model chose on is the --valid folder.
+    from skeleton import persist
+    assert persist.read_description(str(tmp_path / "out" / "model.pt"))["held_out"] == 15
+    assert "(the first 15 held out)" in run.stderr
     lines = [line for line in run.stderr.splitlines() if line.startswith("prediction ")]
     assert lines and lines[0].startswith("prediction 1 at ")
     assert "\r" not in run.stderr  # no bar frames in a file
@@ -227,6 +240,33 @@ def test_a_failed_fit_leaves_no_out_behind(tmp_path, capsys):
     last = err.strip().splitlines()[-1]
     assert last == f"error: {valid}: no readable images left in the validation folder"
     assert not out.exists() and (valid / "circle" / "0.png").exists()
+
+
+def test_a_held_out_set_with_few_images_of_a_class_is_explained_in_one_line():
+    labels, counts = ["circle", "square", "triangle"], np.array([2, 7, 0])
+    line = app.few_held_out(labels, counts, valid=True)
+    assert line == ("warning: the --valid folder has fewer than 5 images of circle (2), "
+                    "triangle (0); the model is chosen and scored on it, roughly (add images "
+                    "to it)")
+    assert "larger --test_ratio" in app.few_held_out(labels, counts, valid=False)
+    assert app.few_held_out(labels, np.array([5, 9, 6]), valid=True) is None
+
+
+def test_the_valid_count_reaches_the_run_through_its_config_and_is_then_removed(
+        monkeypatch):
+    from skeleton.config import load_config
+    monkeypatch.setenv("AUTOCLINT_CONFIG", '{"data": {"valid_min": 7}, "select": {"seed": 1}}')
+    with app._config_env({"data": {"holdout_first": 15}}):
+        cfg = load_config("image")  # as the run's subprocess reads it
+        assert cfg["data"]["holdout_first"] == 15 and cfg["data"]["valid_min"] == 7
+        assert cfg["select"]["seed"] == 1  # the user's --config kept
+    assert load_config("image")["data"]["holdout_first"] == 0
+    assert os.environ["AUTOCLINT_CONFIG"] == ('{"data": {"valid_min": 7}, '
+                                              '"select": {"seed": 1}}')
+    monkeypatch.delenv("AUTOCLINT_CONFIG")
+    with app._config_env({"data": {"holdout_first": 3}}):
+        assert load_config("image")["data"]["holdout_first"] == 3
+    assert "AUTOCLINT_CONFIG" not in os.environ
 
 
 def test_scores_count_top_1_and_balance_classes():

@@ -396,7 +396,7 @@ def test_a_saved_frozen_head_on_tapped_features_predicts_as_the_stage_did(tmp_pa
     cfg = load_config("image")
     feed = types.SimpleNamespace(classes=3, metadata=types.SimpleNamespace(),
                                  profile=scan(list(zip(x, y)), 3, True),
-                                 shape=(1, 48, 48), cfg=cfg)
+                                 shape=(1, 48, 48), cfg=cfg, valid_idx=np.arange(4))
     saved = SavedNetwork(*snapshot_with_head(stage.net, stage.head), 1.0, False, (1, 48, 48))
     learner = types.SimpleNamespace(
         best=types.SimpleNamespace(source="transfer", saved=saved, savable=True),
