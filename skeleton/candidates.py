@@ -32,9 +32,9 @@ class NetworkCandidate(Candidate):
         self.search = search            # the augmentation search after its first phase
         self.optional = optional or (lambda stage, function, *args: function(*args))
         self.phase_count = 0
-        self.peak_lr = trainer.cfg["lr"]
+        self.peak_lr = trainer.cfg.lr
         self.replanned = False
-        self.flip_probed = not cfg["train"]["flip"]
+        self.flip_probed = not cfg.train.flip
         self.augment_search = None
         self.best_score = -np.inf       # its own best held-out NAUC (its checkpoint's)
         self.evaluated_at = 0.0         # its own seconds at the last evaluation
@@ -47,21 +47,21 @@ class NetworkCandidate(Candidate):
     def pending_cost(self, time_left):
         if self.measured:
             return None
-        return self.cfg["schedule"]["min_slice_s"] + (self.eval_seconds or 0.0)
+        return self.cfg.schedule.min_slice_s + (self.eval_seconds or 0.0)
 
     def _eval_due(self):
-        sched = self.cfg["schedule"]
-        return max(self.evaluated_at * sched["test_ratio"],
-                   self.evaluated_at + sched["min_slice_s"])
+        sched = self.cfg.schedule
+        return max(self.evaluated_at * sched.test_ratio,
+                   self.evaluated_at + sched.min_slice_s)
 
     def advance(self, seconds, time_left):
         trainer = self.trainer
         if trainer.phase is None:
-            if self.phase_count and time_left < self.cfg["train"]["min_phase_seconds"]:
+            if self.phase_count and time_left < self.cfg.train.min_phase_seconds:
                 return Report(finished=True, why="too little time for another phase")
             self._start_phase(time_left)
         chunk = max(0.2, min(seconds, self._eval_due() - trainer.seconds))
-        self.feed.read_more(min(self.cfg["schedule"]["read_slice_s"], chunk))
+        self.feed.read_more(min(self.cfg.schedule.read_slice_s, chunk))
         x, y = self.feed.arrays(self.second)
         trainer.train_steps(x, y, self.feed.train_indices(self.second), chunk)
         if not self.replanned and self._steps_per_second():
@@ -81,15 +81,15 @@ class NetworkCandidate(Candidate):
 
     def _plan_phase(self, time_left, start=None):
         """At most horizon_epochs passes over the data and a share of the time left."""
-        train = self.cfg["train"]
+        train = self.cfg.train
         speed = self._steps_per_second() or 5.0
         feed = self.feed
         examples = (len(feed.train_indices(True)) if self.second
                     else max(len(feed.train_idx), feed.total))
         epoch_steps = examples / self.trainer.batch
-        time_steps = train["horizon_budget_fraction"] * time_left * speed
-        peak = self.peak_lr * train["phase_lr_decay"] ** (self.phase_count - 1)
-        phase = self.trainer.plan_phase(min(train["horizon_epochs"] * epoch_steps, time_steps),
+        time_steps = train.horizon_budget_fraction * time_left * speed
+        peak = self.peak_lr * train.phase_lr_decay ** (self.phase_count - 1)
+        phase = self.trainer.plan_phase(min(train.horizon_epochs * epoch_steps, time_steps),
                                         peak, start=start)
         log.info("%s phase %d%s: %d steps at peak lr %.4f (%.1f steps/s)", self.name,
                  self.phase_count, "" if start is None else " re-planned", phase.steps, peak,
@@ -122,7 +122,7 @@ class NetworkCandidate(Candidate):
         loss = (log_loss(self.keeper.labels, valid, trainer.multi_label)
                 if score is not None else None)
         self.eval_seconds = time.time() - started
-        tta = self.cfg["train"]["tta_flip"] and trainer.flip
+        tta = self.cfg.train.tta_flip and trainer.flip
         second = self.second
         offer = Offer(self.source, valid,
                       lambda: trainer.predict(feed.test_view(second), tta_flip=tta),
@@ -144,7 +144,7 @@ class NetworkCandidate(Candidate):
         trainer = self.trainer
         flipped = self.keeper.score_of(self.feed.valid_predictions(
             lambda v: trainer.predict(np.ascontiguousarray(v[:, :, :, ::-1])), self.second))
-        tolerance = self.cfg["train"]["flip_tolerance"]
+        tolerance = self.cfg.train.flip_tolerance
         trainer.flip = flipped is not None and flipped >= score - tolerance
         log.info("flip probe: valid NAUC %.4f flipped vs %.4f: flips %s", flipped, score,
                  "on" if trainer.flip else "off")
@@ -152,22 +152,22 @@ class NetworkCandidate(Candidate):
     def search_augmentation(self, time_left):
         """Light Fast AutoAugment, once, between the first and second phase: images with a
         held-out set, when enough time is left; it takes a bounded share of it."""
-        cfg = self.cfg["augment"]
+        cfg = self.cfg.augment
         feed = self.feed
-        if (not cfg["search"] or feed.kind != "image" or len(feed.valid_idx) == 0
-                or time_left < cfg["min_time_left_s"]):
+        if (not cfg.search or feed.kind != "image" or len(feed.valid_idx) == 0
+                or time_left < cfg.min_time_left_s):
             return
         from .augment import PolicyAugmenter, load_pool, search_policies
 
         trainer = self.trainer
-        deadline = time.time() + min(cfg["max_seconds"], cfg["budget_fraction"] * time_left)
+        deadline = time.time() + min(cfg.max_seconds, cfg.budget_fraction * time_left)
         result = search_policies(
             lambda transform: self.keeper.score_of(feed.valid_predictions(
                 lambda v: trainer.predict(v, transform=transform))),
-            load_pool(cfg["pool"], cfg["cutout"]), cfg, deadline, seed=cfg["seed"])
+            load_pool(cfg.pool, cfg.cutout), cfg, deadline, seed=cfg.seed)
         self.augment_search = result
         if result.kept:
-            trainer.policy = PolicyAugmenter(result.subpolicies, cfg["ranges"], seed=cfg["seed"])
+            trainer.policy = PolicyAugmenter(result.subpolicies, cfg.ranges, seed=cfg.seed)
 
 
 class FrozenHead(Candidate):
@@ -177,7 +177,7 @@ class FrozenHead(Candidate):
     def __init__(self, stage, cfg, feed, keeper, finetune=None, small=False):
         self.stage = stage              # the TransferStage (skeleton/transfer.py)
         self.cfg = cfg                  # the whole configuration
-        self.tcfg = cfg["transfer"]
+        self.tcfg = cfg.transfer
         self.feed = feed
         self.keeper = keeper
         self.finetune = finetune        # () -> a fine-tuning candidate, or None
@@ -195,7 +195,7 @@ class FrozenHead(Candidate):
         if stage.state in ("probe", "test"):
             feed = self.feed
             count = len(feed.valid_idx) + len(feed.test_x if feed.test_x is not None else ())
-            count += min(len(feed.train_idx), self.tcfg["probe_records"])
+            count += min(len(feed.train_idx), self.tcfg.probe_records)
             done = stage.features.computed
             return max(0, count - done) * self._seconds_per_example()
         if stage.state == "rescan":
@@ -209,12 +209,12 @@ class FrozenHead(Candidate):
         if measured is not None:
             return measured
         side = self.stage.net.stem.size
-        return self.tcfg["feature_us_per_pixel"] * 1e-6 * side[0] * side[1] * self.feed.shape[0]
+        return self.tcfg.feature_us_per_pixel * 1e-6 * side[0] * side[1] * self.feed.shape[0]
 
     def advance(self, seconds, time_left):
         stage, feed = self.stage, self.feed
         if stage.state not in ("probe", "test"):  # the probe's examples are read already
-            feed.read_more(self.cfg["schedule"]["read_slice_s"])
+            feed.read_more(self.cfg.schedule.read_slice_s)
         second = self.second
         x, y = feed.arrays(second)
         event = stage.work(x, y, feed.valid_idx, feed.train_indices(second),
@@ -273,17 +273,17 @@ class FrozenHead(Candidate):
         cuda = stage.device.type == "cuda"
         first = max(feed.transfer_shape)
         count = len(stage.fitted_idx) + len(feed.valid_idx) + len(feed.test_x)
-        side = cfg["rescan_side_cuda" if cuda else "rescan_side_cpu"]
-        while side >= cfg["rescan_min_ratio"] * first:
+        side = cfg.rescan_side_cuda if cuda else cfg.rescan_side_cpu
+        while side >= cfg.rescan_min_ratio * first:
             size = transfer_size(feed.profile.height, feed.profile.width, side, cfg)
             area = size[0] * size[1] / (feed.transfer_shape[0] * feed.transfer_shape[1])
             seconds = per_example * area * count
-            if (max(size) >= cfg["rescan_min_ratio"] * first
-                    and seconds <= cfg["rescan_time_fraction"] * time_left):
+            if (max(size) >= cfg.rescan_min_ratio * first
+                    and seconds <= cfg.rescan_time_fraction * time_left):
                 log.info("transfer: rescan at %s px, about %.0f s of %.0f s left",
                          "x".join(map(str, size)), seconds, time_left)
                 return size, seconds
-            side -= cfg["side_multiple"]
+            side -= cfg.side_multiple
         return None
 
     def _start_rescan(self, time_left):
@@ -343,7 +343,7 @@ def finetune_candidate(stage, cfg, feed, keeper, device, flip, optional):
     measured to start it from (no head score)."""
     from .trainer import Trainer
     from .transfer import init_head_from, train_only_tail
-    tcfg = cfg["transfer"]
+    tcfg = cfg.transfer
     if stage.score is None or stage.size is not None:
         return None  # a rescanned head reads another side than the stored view
     net = copy.deepcopy(stage.net)  # the frozen head's trunk stays as saved
@@ -351,15 +351,15 @@ def finetune_candidate(stage, cfg, feed, keeper, device, flip, optional):
         # The head fitted without the held-out examples: one that saw them would make the
         # network's held-out score a lie.
         init_head_from(net, stage.honest_head or stage.head)
-    train_only_tail(net, tcfg["finetune_blocks"])
+    train_only_tail(net, tcfg.finetune_blocks)
     # Predictions in batches of about as many pixels as the scratch network's.
     side = feed.transfer_shape or feed.shape[1:]
     area = feed.shape[1] * feed.shape[2] / float(side[0] * side[1])
-    test_batch = max(8, int(cfg["train"]["test_batch"] * min(1.0, area)))
-    train_cfg = dict(cfg["train"], temperature=1.0, lr=tcfg["finetune_lr"],
-                     test_batch=test_batch)
+    test_batch = max(8, int(cfg.train.test_batch * min(1.0, area)))
+    train_cfg = cfg.train.replace(temperature=1.0, lr=tcfg.finetune_lr,
+                                  test_batch=test_batch)
     trainer = Trainer(net, train_cfg, device, feed.profile.multi_label, flip=flip,
-                      trunk_lr_scale=tcfg["trunk_lr_scale"], frozen_bn=tcfg["frozen_bn"])
+                      trunk_lr_scale=tcfg.trunk_lr_scale, frozen_bn=tcfg.frozen_bn)
     log.info("transfer: fine-tuning %s is a candidate (head valid NAUC %.4f)", net.name,
              stage.score)
     return NetworkCandidate("fine-tuning", "finetune", trainer, cfg, feed, keeper, second=True,

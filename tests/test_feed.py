@@ -7,7 +7,7 @@ import pytest
 from skeleton.config import load_config
 from skeleton.feed import DataFeed
 
-DATA = load_config("image")["data"]
+DATA = load_config("image").data
 
 
 def _split(total, loaded, is_sorted=False):

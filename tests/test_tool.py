@@ -240,7 +240,7 @@ def test_persist_network_round_trip(tmp_path):
     y = np.eye(3, dtype=np.float32)[np.arange(12) % 3]
     cfg = load_config("image")
     net = build_network("fastnet", 3, 3, weights="none")
-    trainer = Trainer(net, cfg["train"], torch.device("cpu"), False,
+    trainer = Trainer(net, cfg.train, torch.device("cpu"), False,
                       flip=False)
     trainer.save_best()
     meta = types.SimpleNamespace(get_label_to_index_map=lambda: {"a": 0, "b": 1, "c": 2})
@@ -249,11 +249,11 @@ def test_persist_network_round_trip(tmp_path):
         shape=(1, 16, 16), cfg=cfg)
 
     def export():
-        tta = cfg["train"]["tta_flip"] and trainer.flip
+        tta = cfg.train.tta_flip and trainer.flip
         return persist.SavedNetwork(trainer.net, trainer.best_state, 1.0, tta, (1, 16, 16))
     learner = types.SimpleNamespace(
         best=types.SimpleNamespace(source="net", saved=export(), savable=True),
-        quick=QuickModel(cfg["quick"]).fit(x, y), feed=feed)
+        quick=QuickModel(cfg.quick).fit(x, y), feed=feed)
     assert persist.save(learner, str(tmp_path / "model.pt"))
     predictor = persist.load(str(tmp_path / "model.pt"))
     assert predictor.source == "net" and predictor.label_names == ["a", "b", "c"]
