@@ -111,11 +111,10 @@ def test_bad_pool_rows_are_named_errors(row, problem):
     assert "configs/mine.yaml" in str(info.value)
 
 
-def test_a_pool_file_without_subpolicies_is_an_error_naming_it(monkeypatch, tmp_path):
+def test_a_pool_file_without_subpolicies_is_an_error_naming_it(tmp_path):
     (tmp_path / "empty.yaml").write_text("other: 1\n")
-    monkeypatch.setattr("skeleton.augment.policy.CONFIG_DIR", str(tmp_path))
     with pytest.raises(ValueError, match="empty.yaml"):
-        load_pool("empty")
+        load_pool("empty", folder=str(tmp_path))
 
 
 def test_policy_application_is_seeded_and_respects_probabilities():
@@ -188,19 +187,16 @@ def test_search_keeps_only_draws_at_least_as_good_and_is_reproducible():
     assert first.subpolicies != other.subpolicies or not first.kept
 
 
-def test_search_stops_at_its_deadline(monkeypatch):
+def test_search_stops_at_its_deadline():
     # A scripted clock that moves one second per scoring: the check is exact, not a race with
     # a busy machine (a real clock can pass the deadline between the check and the draw).
-    import skeleton.augment.search as search_module
-
     class Clock:
         now = 1000.0
 
-        def time(self):
+        def __call__(self):
             return self.now
 
     clock = Clock()
-    monkeypatch.setattr(search_module, "time", clock)
     started = []
 
     def score(transform):
@@ -209,7 +205,7 @@ def test_search_stops_at_its_deadline(monkeypatch):
         return 0.5
 
     result = search_policies(score, load_pool("autoaugment_cifar"), CFG.replace(draws=10_000),
-                             deadline=1003.5)
+                             deadline=1003.5, clock=clock)
     # The baseline at 1000, draws at 1001, 1002, 1003; at 1004 the deadline has passed.
     assert started == [1000.0, 1001.0, 1002.0, 1003.0]
     assert result.tried == 3 and result.seconds == 4.0
