@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from skeleton.augment import PolicyAugmenter, load_pool  # noqa: E402
 from skeleton.config import load_config  # noqa: E402
 
-RANGES = load_config("image")["augment"]["ranges"]
+RANGES = load_config("image").augment.ranges
 
 
 def pil_operation(img, op, level, sign):
@@ -30,7 +30,7 @@ def pil_operation(img, op, level, sign):
     fill = tuple(int(v) for v in np.asarray(img).reshape(-1, len(img.getbands())).mean(0))
     fill = fill[0] if len(fill) == 1 else fill
     if op in ("Color", "Brightness", "Contrast", "Sharpness"):
-        return getattr(ImageEnhance, op)(img).enhance(1 + sign * RANGES["enhance"] * amount)
+        return getattr(ImageEnhance, op)(img).enhance(1 + sign * RANGES.enhance * amount)
     if op == "AutoContrast":
         return ImageOps.autocontrast(img)
     if op == "Equalize":
@@ -40,17 +40,17 @@ def pil_operation(img, op, level, sign):
     if op == "Solarize":
         return ImageOps.solarize(img, int(256 * (1 - amount)))
     if op == "Posterize":
-        return ImageOps.posterize(img, 8 - int(round(RANGES["posterize_bits"] * amount)))
+        return ImageOps.posterize(img, 8 - int(round(RANGES.posterize_bits * amount)))
     if op == "Rotate":
-        return img.rotate(sign * RANGES["rotate"] * amount, fillcolor=fill)
-    shear, shift = sign * RANGES["shear"] * amount, sign * RANGES["translate"] * amount
+        return img.rotate(sign * RANGES.rotate * amount, fillcolor=fill)
+    shear, shift = sign * RANGES.shear * amount, sign * RANGES.translate * amount
     matrix = {"ShearX": (1, shear, 0, 0, 1, 0), "ShearY": (1, 0, 0, shear, 1, 0),
               "TranslateX": (1, 0, shift * w, 0, 1, 0),
               "TranslateY": (1, 0, 0, 0, 1, shift * h)}.get(op)
     if matrix:
         return img.transform(img.size, Image.AFFINE, matrix, fillcolor=fill)
     if op == "Cutout":
-        side = int(RANGES["cutout"] * amount * min(w, h))
+        side = int(RANGES.cutout * amount * min(w, h))
         img = img.copy()
         cx, cy = random.randrange(w), random.randrange(h)
         img.paste(fill, (cx - side // 2, cy - side // 2, cx + side - side // 2,

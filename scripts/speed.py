@@ -100,7 +100,7 @@ def frozen_features_check(images=2048, side=64, batch=64, passes=3):
     from skeleton.config import load_config
     from skeleton.transfer import FrozenFeatures, build_pretrained
 
-    cfg = load_config("image")["transfer"]
+    cfg = load_config("image").transfer
     net = build_pretrained(cfg, 1, 10, 1, "mean", (side, side), cuda=False)
     if net is None:
         raise SystemExit("no pretrained MobileNetV2 here (requirements-weights.txt)")

@@ -32,9 +32,9 @@ class NetworkCandidate(Candidate):
         self.search = search            # the augmentation search after its first phase
         self.optional = optional or (lambda stage, function, *args: function(*args))
         self.phase_count = 0
-        self.peak_lr = trainer.cfg["lr"]
+        self.peak_lr = trainer.cfg.lr
         self.replanned = False
-        self.flip_probed = not cfg["train"]["flip"]
+        self.flip_probed = not cfg.train.flip
         self.augment_search = None
         self.best_score = -np.inf       # its own best held-out NAUC (its checkpoint's)
         self.evaluated_at = 0.0         # its own seconds at the last evaluation
@@ -47,21 +47,21 @@ class NetworkCandidate(Candidate):
     def pending_cost(self, time_left):
         if self.measured:
             return None
-        return self.cfg["schedule"]["min_slice_s"] + (self.eval_seconds or 0.0)
+        return self.cfg.schedule.min_slice_s + (self.eval_seconds or 0.0)
 
     def _eval_due(self):
-        sched = self.cfg["schedule"]
-        return max(self.evaluated_at * sched["test_ratio"],
-                   self.evaluated_at + sched["min_slice_s"])
+        sched = self.cfg.schedule
+        return max(self.evaluated_at * sched.test_ratio,
+                   self.evaluated_at + sched.min_slice_s)
 
     def advance(self, seconds, time_left):
         trainer = self.trainer
         if trainer.phase is None:
-            if self.phase_count and time_left < self.cfg["train"]["min_phase_seconds"]:
+            if self.phase_count and time_left < self.cfg.train.min_phase_seconds:
                 return Report(finished=True, why="too little time for another phase")
             self._start_phase(time_left)
         chunk = max(0.2, min(seconds, self._eval_due() - trainer.seconds))
-        self.feed.read_more(min(self.cfg["schedule"]["read_slice_s"], chunk))
+        self.feed.read_more(min(self.cfg.schedule.read_slice_s, chunk))
         x, y = self.feed.arrays(self.second)
         trainer.train_steps(x, y, self.feed.train_indices(self.second), chunk)
         if not self.replanned and self._steps_per_second():
@@ -81,15 +81,15 @@ class NetworkCandidate(Candidate):
 
     def _plan_phase(self, time_left, start=None):
         """At most horizon_epochs passes over the data and a share of the time left."""
-        train = self.cfg["train"]
+        train = self.cfg.train
         speed = self._steps_per_second() or 5.0
         feed = self.feed
         examples = (len(feed.train_indices(True)) if self.second
                     else max(len(feed.train_idx), feed.total))
         epoch_steps = examples / self.trainer.batch
-        time_steps = train["horizon_budget_fraction"] * time_left * speed
-        peak = self.peak_lr * train["phase_lr_decay"] ** (self.phase_count - 1)
-        phase = self.trainer.plan_phase(min(train["horizon_epochs"] * epoch_steps, time_steps),
+        time_steps = train.horizon_budget_fraction * time_left * speed
+        peak = self.peak_lr * train.phase_lr_decay ** (self.phase_count - 1)
+        phase = self.trainer.plan_phase(min(train.horizon_epochs * epoch_steps, time_steps),
                                         peak, start=start)
         log.info("%s phase %d%s: %d steps at peak lr %.4f (%.1f steps/s)", self.name,
                  self.phase_count, "" if start is None else " re-planned", phase.steps, peak,
@@ -122,7 +122,7 @@ class NetworkCandidate(Candidate):
         loss = (log_loss(self.keeper.labels, valid, trainer.multi_label)
                 if score is not None else None)
         self.eval_seconds = time.time() - started
-        tta = self.cfg["train"]["tta_flip"] and trainer.flip
+        tta = self.cfg.train.tta_flip and trainer.flip
         second = self.second
         offer = Offer(self.source, valid,
                       lambda: trainer.predict(feed.test_view(second), tta_flip=tta),
@@ -145,7 +145,7 @@ class NetworkCandidate(Candidate):
         trainer = self.trainer
         flipped = self.keeper.score_of(self.feed.valid_predictions(
             lambda v: trainer.predict(np.ascontiguousarray(v[:, :, :, ::-1])), self.second))
-        tolerance = self.cfg["train"]["flip_tolerance"]
+        tolerance = self.cfg.train.flip_tolerance
         trainer.flip = flipped is not None and flipped >= score - tolerance
         log.info("flip probe: valid NAUC %.4f flipped vs %.4f: flips %s", flipped, score,
                  "on" if trainer.flip else "off")
@@ -153,22 +153,22 @@ class NetworkCandidate(Candidate):
     def search_augmentation(self, time_left):
         """Light Fast AutoAugment, once, between the first and second phase: images with a
         held-out set, when enough time is left; it takes a bounded share of it."""
-        cfg = self.cfg["augment"]
+        cfg = self.cfg.augment
         feed = self.feed
-        if (not cfg["search"] or feed.kind != "image" or len(feed.valid_idx) == 0
-                or time_left < cfg["min_time_left_s"]):
+        if (not cfg.search or feed.kind != "image" or len(feed.valid_idx) == 0
+                or time_left < cfg.min_time_left_s):
             return
         from .augment import PolicyAugmenter, load_pool, search_policies
 
         trainer = self.trainer
-        deadline = time.time() + min(cfg["max_seconds"], cfg["budget_fraction"] * time_left)
+        deadline = time.time() + min(cfg.max_seconds, cfg.budget_fraction * time_left)
         result = search_policies(
             lambda transform: self.keeper.score_of(feed.valid_predictions(
                 lambda v: trainer.predict(v, transform=transform))),
-            load_pool(cfg["pool"], cfg["cutout"]), cfg, deadline, seed=cfg["seed"])
+            load_pool(cfg.pool, cfg.cutout), cfg, deadline, seed=cfg.seed)
         self.augment_search = result
         if result.kept:
-            trainer.policy = PolicyAugmenter(result.subpolicies, cfg["ranges"], seed=cfg["seed"])
+            trainer.policy = PolicyAugmenter(result.subpolicies, cfg.ranges, seed=cfg.seed)
 
 
 class FrozenHead(Candidate):
@@ -178,7 +178,7 @@ class FrozenHead(Candidate):
     def __init__(self, stage, cfg, feed, keeper, finetune=None, small=False):
         self.stage = stage              # the TransferStage (skeleton/transfer.py)
         self.cfg = cfg                  # the whole configuration
-        self.tcfg = cfg["transfer"]
+        self.tcfg = cfg.transfer
         self.feed = feed
         self.keeper = keeper
         self.finetune = finetune        # () -> a fine-tuning candidate, or None
@@ -197,11 +197,11 @@ class FrozenHead(Candidate):
         if stage.state in ("probe", "test"):
             feed = self.feed
             count = len(feed.valid_idx) + len(feed.test_x if feed.test_x is not None else ())
-            count += min(len(feed.train_idx), self.tcfg["probe_records"])
+            count += min(len(feed.train_idx), self.tcfg.probe_records)
             cost = max(0, count - stage.features.computed) * self._seconds_per_example()
             if stage.features.seconds_per_example() is None:
                 # Only a prior so far: one more slice measures the speed before it counts.
-                return min(cost, self.cfg["schedule"]["slice_s"])
+                return min(cost, self.cfg.schedule.slice_s)
             return cost
         if stage.state == "rescan":
             return stage.rescan.seconds_left()
@@ -210,8 +210,8 @@ class FrozenHead(Candidate):
         if stage.state == "grow" and not self.grown:
             # What more examples are worth is unknown until the head has grown once.
             feed = self.feed
-            usable = min(len(feed.train_indices(self.second)), self.tcfg["max_train_records"])
-            target = min(usable, int(np.ceil(self.tcfg["refit_growth"] * stage.fitted_on)))
+            usable = min(len(feed.train_indices(self.second)), self.tcfg.max_train_records)
+            target = min(usable, int(np.ceil(self.tcfg.refit_growth * stage.fitted_on)))
             done = len(stage.features.rows) - len(feed.valid_idx)
             return max(0, target - done) * self._seconds_per_example()
         return None
@@ -221,12 +221,12 @@ class FrozenHead(Candidate):
         if measured is not None:
             return measured
         side = self.stage.net.stem.size
-        return self.tcfg["feature_us_per_pixel"] * 1e-6 * side[0] * side[1] * self.feed.shape[0]
+        return self.tcfg.feature_us_per_pixel * 1e-6 * side[0] * side[1] * self.feed.shape[0]
 
     def advance(self, seconds, time_left):
         stage, feed = self.stage, self.feed
         if stage.state not in ("probe", "test"):  # the probe's examples are read already
-            feed.read_more(self.cfg["schedule"]["read_slice_s"])
+            feed.read_more(self.cfg.schedule.read_slice_s)
         second = self.second
         x, y = feed.arrays(second)
         event = stage.work(x, y, feed.valid_idx, feed.train_indices(second),
@@ -262,7 +262,7 @@ class FrozenHead(Candidate):
         """The flip-averaged head, once the head is done and is the best model: images only,
         where flips are considered at all (train.flip)."""
         stage, feed = self.stage, self.feed
-        if (not self.cfg["train"]["flip"] or feed.profile.is_video or stage.fitted_idx is None
+        if (not self.cfg.train.flip or feed.profile.is_video or stage.fitted_idx is None
                 or self.source not in self.keeper.sources or not len(feed.valid_idx)):
             return ()
         return (FlippedHead(stage, self.cfg, feed, self.keeper, self.second),)
@@ -295,17 +295,17 @@ class FrozenHead(Candidate):
         cuda = stage.device.type == "cuda"
         first = max(feed.transfer_shape)
         count = len(stage.fitted_idx) + len(feed.valid_idx) + len(feed.test_x)
-        side = cfg["rescan_side_cuda" if cuda else "rescan_side_cpu"]
-        while side >= cfg["rescan_min_ratio"] * first:
+        side = cfg.rescan_side_cuda if cuda else cfg.rescan_side_cpu
+        while side >= cfg.rescan_min_ratio * first:
             size = transfer_size(feed.profile.height, feed.profile.width, side, cfg)
             area = size[0] * size[1] / (feed.transfer_shape[0] * feed.transfer_shape[1])
             seconds = per_example * area * count
-            if (max(size) >= cfg["rescan_min_ratio"] * first
-                    and seconds <= cfg["rescan_time_fraction"] * time_left):
+            if (max(size) >= cfg.rescan_min_ratio * first
+                    and seconds <= cfg.rescan_time_fraction * time_left):
                 log.info("transfer: rescan at %s px, about %.0f s of %.0f s left",
                          "x".join(map(str, size)), seconds, time_left)
                 return size, seconds
-            side -= cfg["side_multiple"]
+            side -= cfg.side_multiple
         return None
 
     def _start_rescan(self, time_left):
@@ -372,7 +372,7 @@ class FlippedHead(Candidate):
     source = "transfer-flip"
 
     def __init__(self, stage, cfg, feed, keeper, second):
-        self.stage, self.cfg, self.tcfg = stage, cfg, cfg["transfer"]
+        self.stage, self.cfg, self.tcfg = stage, cfg, cfg.transfer
         self.feed, self.keeper, self.second = feed, keeper, second
         self.state = "pass"             # pass -> judged -> (refit, once taken) -> done
         self.flipped = self._flipped_pass()
@@ -385,7 +385,7 @@ class FlippedHead(Candidate):
         from .transfer import FrozenFeatures, Rescan
         stage, feed = self.stage, self.feed
         wanted = np.concatenate([np.asarray(stage.fitted_idx), np.asarray(feed.valid_idx)])
-        batch = self.tcfg["batch"]
+        batch = self.tcfg.batch
         if stage.size is not None:  # a rescan's side: the records are read again
             shape = (1, *stage.size)
             train = (x[:, :, ::-1] for x in feed.reread(False, shape))
@@ -442,8 +442,8 @@ class FlippedHead(Candidate):
         multi = stage.head.multi_label
 
         def fitted(own, mirror, l2):
-            head = LinearHead(multi, tcfg["l2_grid"], tcfg["lbfgs_iterations"],
-                              tcfg["l2_tolerance"], tcfg["lbfgs_loss_tol"])
+            head = LinearHead(multi, tcfg.l2_grid, tcfg.lbfgs_iterations,
+                              tcfg.l2_tolerance, tcfg.lbfgs_loss_tol)
             valid = self._averaged(own, mirror, valid_idx) if len(valid_idx) else None
             head.fit(self._averaged(own, mirror, train), y[train], valid, y[valid_idx],
                      grid=None if search else [l2])
@@ -490,7 +490,7 @@ def finetune_candidate(stage, cfg, feed, keeper, device, flip, optional):
     measured to start it from (no head score)."""
     from .trainer import Trainer
     from .transfer import init_head_from, train_only_tail
-    tcfg = cfg["transfer"]
+    tcfg = cfg.transfer
     if stage.score is None or stage.size is not None:
         return None  # a rescanned head reads another side than the stored view
     net = copy.deepcopy(stage.net)  # the frozen head's trunk stays as saved
@@ -498,15 +498,15 @@ def finetune_candidate(stage, cfg, feed, keeper, device, flip, optional):
         # The head fitted without the held-out examples: one that saw them would make the
         # network's held-out score a lie.
         init_head_from(net, stage.honest_head or stage.head)
-    train_only_tail(net, tcfg["finetune_blocks"])
+    train_only_tail(net, tcfg.finetune_blocks)
     # Predictions in batches of about as many pixels as the scratch network's.
     side = feed.transfer_shape or feed.shape[1:]
     area = feed.shape[1] * feed.shape[2] / float(side[0] * side[1])
-    test_batch = max(8, int(cfg["train"]["test_batch"] * min(1.0, area)))
-    train_cfg = dict(cfg["train"], temperature=1.0, lr=tcfg["finetune_lr"],
-                     test_batch=test_batch)
+    test_batch = max(8, int(cfg.train.test_batch * min(1.0, area)))
+    train_cfg = cfg.train.replace(temperature=1.0, lr=tcfg.finetune_lr,
+                                  test_batch=test_batch)
     trainer = Trainer(net, train_cfg, device, feed.profile.multi_label, flip=flip,
-                      trunk_lr_scale=tcfg["trunk_lr_scale"], frozen_bn=tcfg["frozen_bn"])
+                      trunk_lr_scale=tcfg.trunk_lr_scale, frozen_bn=tcfg.frozen_bn)
     log.info("transfer: fine-tuning %s is a candidate (head valid NAUC %.4f)", net.name,
              stage.score)
     return NetworkCandidate("fine-tuning", "finetune", trainer, cfg, feed, keeper, second=True,

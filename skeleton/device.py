@@ -37,21 +37,21 @@ def gpu_present():
 def choose_precision(capability, cfg):
     """'bf16', 'fp16' or 'fp32' and the reason, for a CUDA device of compute capability
     `capability` ((major, minor)), or for the CPU when `capability` is None."""
-    setting = cfg["precision"]
+    setting = cfg.precision
     if setting not in PRECISIONS:
         raise ValueError(f"train.precision is {setting!r}; expected one of "
                          f"{', '.join(PRECISIONS)}")
     if capability is None:  # the CPU keeps its own switch
-        if cfg["cpu_bf16"]:
+        if cfg.cpu_bf16:
             return "bf16", "cpu_bf16 is on"
         return "fp32", "CPU"
     if setting != "auto":
         return setting, "forced by train.precision"
     major, minor = capability
     value = major + minor / 10
-    if value >= cfg["bf16_min_capability"]:
+    if value >= cfg.bf16_min_capability:
         return "bf16", f"compute capability {major}.{minor} has native bf16"
-    if value >= cfg["fp16_min_capability"]:
+    if value >= cfg.fp16_min_capability:
         return "fp16", f"compute capability {major}.{minor}: fp16 with loss scaling, no bf16"
     return "fp32", f"compute capability {major}.{minor}: no fast fp16 or bf16"
 

@@ -37,28 +37,28 @@ class DataFeed:
         transfer_shape, store, train_idx, valid_idx and sorted; returns self. `time_left`
         (seconds) sizes the pretrained trunk's view by its estimated cost."""
         examples = iter_examples(dataset, self.metadata)
-        probe = load_config("image", self.overrides)["data"]["scan_records"]
+        probe = load_config("image", self.overrides).data.scan_records
         first = list(itertools.islice(examples, probe))
         if not first:
             raise ValueError(f"{self.metadata.get_dataset_name()}: no training records")
         self.profile = scan(first, self.classes, self.metadata.is_compressed(0))
         self.kind = "video" if self.profile.is_video else "image"
         self.cfg = cfg = load_config(self.kind, self.overrides)
-        data = cfg["data"]
+        data = cfg.data
         self.shape = input_size(self.profile, data)
         second, second_max = self._second_view(time_left)
         self.store = ExampleStore(itertools.chain(first, examples),
                                   FrameAdapter(self.profile, *self.shape), self.classes,
-                                  data["cache_max_mb"] * 2 ** 20, second, second_max)
-        self.sorted = self.profile.looks_sorted(data["sorted_unseen_ratio"])
-        held = data["holdout_first"]
+                                  data.cache_max_mb * 2 ** 20, second, second_max)
+        self.sorted = self.profile.looks_sorted(data.sorted_unseen_ratio)
+        held = data.holdout_first
         if held > self.store.size:  # the caller's held-out records, whole, before training
             self.store.fill(max_records=held - self.store.size)
         if self.sorted:  # the first records say nothing of the rest: read everything
             self.store.fill()
         else:
-            self.store.fill(max_records=cfg["quick"]["train_records"],
-                            max_seconds=cfg["quick"]["read_seconds"])
+            self.store.fill(max_records=cfg.quick.train_records,
+                            max_seconds=cfg.quick.read_seconds)
         self._split(data)
         log.info("profile %s; input %s; loaded %d/%d; valid %d; sorted %s", self.profile,
                  self.shape, self.store.size, self.total, len(self.valid_idx), self.sorted)
@@ -67,20 +67,20 @@ class DataFeed:
     def _second_view(self, time_left):
         """The adapter (and how many examples) for a pretrained trunk's larger input, when
         transfer is on and the images are larger than the network's input; else (None, 0)."""
-        tcfg = self.cfg["transfer"]
+        tcfg = self.cfg.transfer
         self.transfer_shape = None
-        if not tcfg["enabled"]:
+        if not tcfg.enabled:
             return None, 0
         from .device import gpu_present
         frames, height, width = self.shape
-        data = self.cfg["data"]
+        data = self.cfg.data
         # The first head needs the held-out, probe and test examples; the test set is not
         # known yet: assume it as large as the other two.
-        examples = 2 * (self._held_out_size(data) + min(self.total, tcfg["probe_records"]))
-        seconds = tcfg["first_head_fraction"] * (time_left or tcfg["assumed_budget_s"])
-        valid_max = max(data["valid_max"], data["holdout_first"])
-        stored = min(self.total, tcfg["max_train_records"] + valid_max)
-        side = first_side(examples, stored, seconds, min(frames, tcfg["max_frames"]), tcfg,
+        examples = 2 * (self._held_out_size(data) + min(self.total, tcfg.probe_records))
+        seconds = tcfg.first_head_fraction * (time_left or tcfg.assumed_budget_s)
+        valid_max = max(data.valid_max, data.holdout_first)
+        stored = min(self.total, tcfg.max_train_records + valid_max)
+        side = first_side(examples, stored, seconds, min(frames, tcfg.max_frames), tcfg,
                           gpu_present())
         self.transfer_shape = transfer_size(self.profile.height, self.profile.width, side,
                                             tcfg)
@@ -88,15 +88,15 @@ class DataFeed:
         if native or (self.transfer_shape[0] <= height and self.transfer_shape[1] <= width):
             return None, 0  # the stored images are as large as needed: resized on the fly
         second = FrameAdapter(self.profile, frames, *self.transfer_shape)
-        return second, tcfg["max_train_records"] + valid_max
+        return second, tcfg.max_train_records + valid_max
 
     def _held_out_size(self, data):
         """How many examples to hold out: the caller's (holdout_first), else valid_ratio of
         the set, within valid_min-valid_max."""
-        if data["holdout_first"] > 0:
-            return min(data["holdout_first"], self.total)
-        return min(max(int(data["valid_ratio"] * self.total), data["valid_min"]),
-                   data["valid_max"])
+        if data.holdout_first > 0:
+            return min(data.holdout_first, self.total)
+        return min(max(int(data.valid_ratio * self.total), data.valid_min),
+                   data.valid_max)
 
     def _split(self, data):
         """Held-out examples: valid_ratio of the set, but at least valid_min (small sets: every
@@ -107,12 +107,12 @@ class DataFeed:
         held-out size (all of a sorted set, which is read whole), so two runs on the same data
         hold out the same examples. With holdout_first > 0 the caller chose them: exactly the
         first that many records (open() reads them all first), whatever the order says."""
-        if data["holdout_first"] > 0:
-            n_valid = min(data["holdout_first"], self.store.size)
+        if data.holdout_first > 0:
+            n_valid = min(data.holdout_first, self.store.size)
             self.valid_idx = np.arange(n_valid)
             self.train_idx = np.arange(n_valid, self.store.size)
             return
-        shuffle = self.sorted or self.total < data["shuffle_below"]
+        shuffle = self.sorted or self.total < data.shuffle_below
         size = self.store.size
         wanted = self._held_out_size(data)
         n_valid = min(wanted, size // 3)

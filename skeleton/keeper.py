@@ -114,10 +114,10 @@ class BestModel:
     def set_labels(self, labels, multi_label=False):
         self.labels = np.asarray(labels)
         self.multi_label = multi_label
-        rng = np.random.default_rng(self.cfg["seed"])
+        rng = np.random.default_rng(self.cfg.seed)
         n = len(self.labels)
         if n:
-            self.weights = rng.multinomial(n, np.full(n, 1.0 / n), size=self.cfg["bootstrap"])
+            self.weights = rng.multinomial(n, np.full(n, 1.0 / n), size=self.cfg.bootstrap)
 
     def score_of(self, valid):
         """Held-out NAUC of held-out predictions (None without a held-out set)."""
@@ -141,8 +141,8 @@ class BestModel:
         options = [[candidate]]
         refit = refit and source in self.sources
         # The quick model's ridge scores are no probabilities: no blend (select.blend_quick).
-        blendable = self.source != "quick" or self.cfg["blend_quick"]
-        if refit or (self.cfg["blend"] and blendable and self.members and not self.stale):
+        blendable = self.source != "quick" or self.cfg.blend_quick
+        if refit or (self.cfg.blend and blendable and self.members and not self.stale):
             options.append(self._with(candidate))
         pick, pick_score = options[0], score
         if len(options) > 1:
@@ -173,7 +173,7 @@ class BestModel:
         best model's."""
         mine = log_loss(self.labels, self._valid_of(members), self.multi_label)
         theirs = log_loss(self.labels, self.valid, self.multi_label)
-        taken = mine < self.cfg["tie_loss_ratio"] * theirs
+        taken = mine < self.cfg.tie_loss_ratio * theirs
         log.info("%s ties at valid NAUC %.4f: log loss %.4f against %.4f: %s", _name(members),
                  self.score, mine, theirs, "taken" if taken else "kept the best")
         return taken
@@ -197,7 +197,7 @@ class BestModel:
         if candidate.source in self.sources:
             return [m.replaced_by(candidate) if m.source == candidate.source else m.copy()
                     for m in self.members]
-        share = self.cfg["blend_weight"]
+        share = self.cfg.blend_weight
         members = [m.copy() for m in self.members]
         for m in members:
             m.weight *= 1 - share
@@ -222,7 +222,7 @@ class BestModel:
         wins, losses = int(np.sum(gain > 0)), int(np.sum(gain < 0))
         share = (losses if worse else wins) / max(1, wins + losses)
         stricter = len(members) > 1 and not worse
-        if share >= self.cfg["blend_confidence" if stricter else "confidence"]:
+        if share >= (self.cfg.blend_confidence if stricter else self.cfg.confidence):
             return True
         if not worse and not quiet:
             log.info("%s: valid NAUC %.4f > %.4f (%s) in only %.0f%% of resamples: kept it",

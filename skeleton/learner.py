@@ -77,10 +77,10 @@ class Learner:
     def _first_train(self, dataset, remaining):
         feed = self.feed.open(dataset, remaining)
         self.cfg = feed.cfg
-        self.best = BestModel(self.clock_start, self.cfg["select"])
+        self.best = BestModel(self.clock_start, self.cfg.select)
         self.best.set_labels(feed.valid_labels(), feed.profile.multi_label)
         x, y = feed.arrays()
-        self.quick = QuickModel(self.cfg["quick"], multi_label=feed.profile.multi_label).fit(
+        self.quick = QuickModel(self.cfg.quick, multi_label=feed.profile.multi_label).fit(
             x[feed.train_idx], y[feed.train_idx])
         self.best.offer("quick", feed.valid_predictions(self.quick.predict),
                         lambda: self.quick.predict(feed.test_x))
@@ -102,24 +102,24 @@ class Learner:
         self.device = device = pick_device()
         cfg, feed = self.cfg, self.feed
         self.scheduler = Scheduler(
-            cfg["schedule"], self.budget, self.clock_start, self.best, clock=self.clock,
+            cfg.schedule, self.budget, self.clock_start, self.best, clock=self.clock,
             fatal=lambda error: isinstance(error, RuntimeError) and cuda_failed(device, error))
-        name = cfg["net"]["cuda" if device.type == "cuda" else "cpu"]
+        name = cfg.net.cuda if device.type == "cuda" else cfg.net.cpu
         net = build_network(name, feed.profile.channels, feed.classes, frames=feed.shape[0],
                             temporal=self._temporal())
         # Flips start off: whether they keep labels (photos) or not (digits, text) is probed
         # at the first evaluation.
-        trainer = Trainer(net, cfg["train"], device, feed.profile.multi_label, flip=False)
+        trainer = Trainer(net, cfg.train, device, feed.profile.multi_label, flip=False)
         log.info("network %s (%s) on %s, %d threads", name, net.weights_used, device,
                  torch.get_num_threads())
         self.network = NetworkCandidate("scratch network", "net", trainer, cfg, feed,
                                         self.best, search=True, optional=self._optional)
         self.scheduler.add(self.network)
-        if cfg["transfer"]["enabled"]:
+        if cfg.transfer.enabled:
             stage = self._optional("transfer", self._build_stage, device)
             if stage is not None:
                 def finetune():
-                    if not cfg["transfer"]["finetune"]:
+                    if not cfg.transfer.finetune:
                         return None
                     return self._optional("fine-tuning", finetune_candidate, stage, cfg, feed,
                                           self.best, device, trainer.flip, self._optional)
@@ -131,7 +131,7 @@ class Learner:
 
     def _build_stage(self, device):
         from .transfer import TransferStage, build_pretrained
-        tcfg, feed = self.cfg["transfer"], self.feed
+        tcfg, feed = self.cfg.transfer, self.feed
         net = build_pretrained(tcfg, feed.profile.channels, feed.classes, feed.shape[0],
                                self._temporal(), feed.transfer_shape, device.type == "cuda")
         if net is None:
@@ -146,28 +146,28 @@ class Learner:
         while the larger head is under way. None otherwise."""
         from .data.profile import transfer_size
         from .transfer import TransferStage, with_input_size
-        tcfg, feed = self.cfg["transfer"], self.feed
+        tcfg, feed = self.cfg.transfer, self.feed
         if not feed.has_second or feed.profile.is_video:
             return None
-        side = max(tcfg["min_side"], max(feed.shape[1:]))
+        side = max(tcfg.min_side, max(feed.shape[1:]))
         size = transfer_size(feed.profile.height, feed.profile.width, side, tcfg)
-        if max(feed.transfer_shape) < tcfg["rescan_min_ratio"] * max(size):
+        if max(feed.transfer_shape) < tcfg.rescan_min_ratio * max(size):
             return None
         log.info("transfer: a small head at %s px first", "x".join(map(str, size)))
         return TransferStage(with_input_size(stage.net, size), tcfg,
                              feed.profile.multi_label, device)
 
     def _temporal(self):
-        return "residual" if self.cfg["net"]["temporal_block"] else "mean"
+        return "residual" if self.cfg.net.temporal_block else "mean"
 
     # -- the schedule ----------------------------------------------------------------------
     def _train_slices(self):
         if self.scheduler is None:
             self._build()
-        sched = self.cfg["schedule"]
+        sched = self.cfg.schedule
         # Tests come on a log-spaced grid: each at least test_ratio times later than the last.
-        test_due = max(self.last_test_at * sched["test_ratio"],
-                       self.last_test_at + sched["min_slice_s"])
+        test_due = max(self.last_test_at * sched.test_ratio,
+                       self.last_test_at + sched.min_slice_s)
         give_up = test_due + (test_due - self.last_test_at)  # return even without a better one
         while self._time_left() > self._reserve():
             track, taken = self.scheduler.run_slice(self._time_left() - self._reserve())
@@ -183,7 +183,7 @@ class Learner:
         return self.deadline - self.clock()
 
     def _reserve(self):
-        return self.cfg["schedule"]["reserve_s"] + 2 * self.test_seconds
+        return self.cfg.schedule.reserve_s + 2 * self.test_seconds
 
     def _cuda_failed(self, error, stage):
         """After a CUDA failure: on the CPU when no network model has been kept yet, else with

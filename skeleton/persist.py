@@ -65,8 +65,8 @@ def save(learner, path):
         "profile": profile,
         "shape": [int(v) for v in feed.shape],  # (frames, height, width) of the adapter
         "held_out": int(len(feed.valid_idx)),  # the examples the model was chosen on
-        "cfg": feed.cfg,
-        "quick_cfg": quick.cfg,
+        "cfg": feed.cfg.to_dict(),
+        "quick_cfg": quick.cfg.to_dict(),
         "net": None,
     }
     exported = best.saved
@@ -123,10 +123,11 @@ def _plain(value):
 
 def _build(state, arrays):
     """The Predictor of a model file's description and arrays."""
+    from .config import QuickConfig
     from .data.profile import DataProfile
     from .quick import QuickModel
     profile = DataProfile(**state["profile"], label_counts=arrays["profile/label_counts"])
-    quick = QuickModel(state["quick_cfg"])
+    quick = QuickModel(QuickConfig.from_dict(state["quick_cfg"], "the saved quick model"))
     for key in QUICK_STATE:
         setattr(quick, key, arrays.get(f"quick/{key}"))
     spec, net = state["net"], None

@@ -51,10 +51,10 @@ class QuickModel:
     # -- features --------------------------------------------------------------------------
     def _patches(self, frames):
         """Local patches of the grey image pooled to local.side: [N, o, o, k*k]."""
-        local = self.cfg["local"]
+        local = self.cfg.local
         channels = frames.shape[-1]
-        grey = _pool(frames @ np.full((channels, 1), 1.0 / channels, np.float32), local["side"])
-        k, stride = min(local["size"], grey.shape[1], grey.shape[2]), local["stride"]
+        grey = _pool(frames @ np.full((channels, 1), 1.0 / channels, np.float32), local.side)
+        k, stride = min(local.size, grey.shape[1], grey.shape[2]), local.stride
         patches = sliding_window_view(grey[..., 0], (k, k), axis=(1, 2))[:, ::stride, ::stride]
         return patches.reshape(*patches.shape[:3], k * k)
 
@@ -64,16 +64,16 @@ class QuickModel:
         response = np.ascontiguousarray(patches).reshape(-1, k2) @ self.filters
         np.maximum(response, 0.0, out=response)
         top = response.reshape(n, rows * cols, -1).max(axis=1)
-        cells = _pool(response.reshape(n, rows, cols, -1), self.cfg["local"]["grid"])
+        cells = _pool(response.reshape(n, rows, cols, -1), self.cfg.local.grid)
         return np.concatenate([top, cells.reshape(n, -1)], axis=1)
 
     def _draw_filters(self, x):
         """Patches of the first training images, at random places, as unit-norm filters."""
-        local = self.cfg["local"]
-        sample = x[:local["filter_images"]].astype(np.float32).mean(axis=1) / 255.0
+        local = self.cfg.local
+        sample = x[:local.filter_images].astype(np.float32).mean(axis=1) / 255.0
         patches = self._patches(sample)
         rng = np.random.default_rng(self.seed)
-        count = local["filters"]
+        count = local.filters
         picks = (rng.integers(0, patches.shape[0], count), rng.integers(0, patches.shape[1], count),
                  rng.integers(0, patches.shape[2], count))
         filters = patches[picks]
@@ -89,12 +89,12 @@ class QuickModel:
         n, t = frames.shape[:2]
         mean = frames[:, 0] if t == 1 else frames.mean(axis=1)
         blocks = []
-        if self.filters is None or self.cfg["local"]["with_pixels"]:
-            blocks.append(_pool(mean, self.cfg["pool_side"]).reshape(n, -1))
-        if t > 1 and self.cfg["time_segments"]:
-            edges = np.linspace(0, t, min(t, self.cfg["time_segments"]) + 1).astype(int)
+        if self.filters is None or self.cfg.local.with_pixels:
+            blocks.append(_pool(mean, self.cfg.pool_side).reshape(n, -1))
+        if t > 1 and self.cfg.time_segments:
+            edges = np.linspace(0, t, min(t, self.cfg.time_segments) + 1).astype(int)
             blocks.append(np.concatenate(
-                [_pool(frames[:, a:b].mean(axis=1), self.cfg["time_side"]).reshape(n, -1)
+                [_pool(frames[:, a:b].mean(axis=1), self.cfg.time_side).reshape(n, -1)
                  for a, b in zip(edges[:-1], edges[1:])], axis=1))
         if self.filters is not None:
             blocks.append(self._local(mean))
@@ -104,7 +104,7 @@ class QuickModel:
         """uint8 [N, T, H, W, C] -> float32 [N, D] (the blocks side by side), in chunks."""
         if len(x) == 0:
             return self.features(np.zeros((1, *x.shape[1:]), np.uint8))[:0]
-        step = self.cfg["chunk_records"]
+        step = self.cfg.chunk_records
         return np.concatenate([np.concatenate(self._blocks(x[i:i + step]), axis=1)
                                for i in range(0, len(x), step)]).astype(np.float32, copy=False)
 
@@ -116,7 +116,7 @@ class QuickModel:
         return np.concatenate([f, np.maximum(f @ self.projection, 0.0)], axis=1)
 
     def fit(self, x, y):
-        if self.multi_label and self.cfg["local"]["filters"]:
+        if self.multi_label and self.cfg.local.filters:
             self._draw_filters(x)
         sizes = [b.shape[1] for b in self._blocks(x[:1])]
         f = self.features(x)
@@ -126,20 +126,20 @@ class QuickModel:
         scale = np.concatenate([np.full(d, np.sqrt(sum(sizes) / (len(sizes) * d)), np.float32)
                                 for d in sizes])
         self.std = std / scale
-        width = (self.cfg["local"]["random_features"] if self.filters is not None
-                 else self.cfg["random_features"])
+        width = (self.cfg.local.random_features if self.filters is not None
+                 else self.cfg.random_features)
         rng = np.random.default_rng(self.seed)
         self.projection = (rng.standard_normal((f.shape[1], width))
                            / np.sqrt(f.shape[1])).astype(np.float32) if width else None
         phi = self._expand(f)
         gram = phi.T @ phi
-        gram[np.diag_indices_from(gram)] += self.cfg["ridge"] * len(phi) / 100.0
+        gram[np.diag_indices_from(gram)] += self.cfg.ridge * len(phi) / 100.0
         target = y - y.mean(axis=0)  # centring: classes absent from train get all-0 targets
         self.weights = np.linalg.solve(gram, phi.T @ target).astype(np.float32)
         return self
 
     def predict(self, x):
-        step = self.cfg["chunk_records"]
+        step = self.cfg.chunk_records
         parts = [self._expand(self.features(x[i:i + step])) @ self.weights
                  for i in range(0, len(x), step)]
         return np.concatenate(parts) if parts else np.zeros((0, self.weights.shape[1]), np.float32)

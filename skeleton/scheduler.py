@@ -142,12 +142,12 @@ class Scheduler:
         if measured is None or measured.nauc is None:
             return None
         loss = measured.loss if measured.loss is not None else 0.0
-        return measured.nauc - self.cfg["loss_weight"] * loss
+        return measured.nauc - self.cfg.loss_weight * loss
 
     # -- the policy ------------------------------------------------------------------------
     def weight(self, elapsed):
         """What is left of the ALC's log time axis at `elapsed` seconds (1 at 0, 0 at T)."""
-        t0 = self.cfg["alc_t0"]
+        t0 = self.cfg.alc_t0
         x = math.log(1 + max(0.0, elapsed) / t0) / math.log(1 + self.budget / t0)
         return max(0.0, 1.0 - x)
 
@@ -158,7 +158,7 @@ class Scheduler:
         half = track.spent / 2
         gained = track.best - track.best_at(half)
         recent = sum(1 for at in track.evaluations if at > half)
-        if gained <= self.cfg["min_gain"] and recent < self.cfg["stall_evaluations"]:
+        if gained <= self.cfg.min_gain and recent < self.cfg.stall_evaluations:
             half = track.spent
             gained = track.best - track.candidate.start()
         return (gained / half if half > 0 else 0.0), gained
@@ -167,7 +167,7 @@ class Scheduler:
         """Expected gain in the best model's progress per second of this candidate, weighted
         by the log time axis; 0 when it cannot improve (and why)."""
         rate, gained = self.gain_rate(track)
-        if gained <= self.cfg["min_gain"]:
+        if gained <= self.cfg.min_gain:
             return 0.0, "no gain over the second half of its time"
         gained = max(gained, 1e-9)
         rate = max(rate, 1e-9 / max(track.spent, 1e-9))
@@ -191,11 +191,11 @@ class Scheduler:
             cost = track.candidate.pending_cost(time_left)
             if cost is not None:
                 if track.spent == 0:  # one slice measures its speed before it is judged
-                    cost = min(cost, self.cfg["slice_s"])
+                    cost = min(cost, self.cfg.slice_s)
                 pending.append((cost, track))
         # A step already under way (past its measuring slice) is finished if it fits.
-        cheap = [p for p in pending if p[0] <= self.cfg["explore_fraction"] * time_left
-                 or (p[1].step_spent > self.cfg["slice_s"] and p[0] <= time_left)]
+        cheap = [p for p in pending if p[0] <= self.cfg.explore_fraction * time_left
+                 or (p[1].step_spent > self.cfg.slice_s and p[0] <= time_left)]
         if cheap:
             return min(cheap, key=lambda p: p[0])[1]
         scored, hopeless = [], []
@@ -205,7 +205,7 @@ class Scheduler:
                 continue
             value, why = self.value(track, best, time_left, now)
             if value <= 0:
-                if len(track.evaluations) < self.cfg["stall_evaluations"]:
+                if len(track.evaluations) < self.cfg.stall_evaluations:
                     value = 0.0  # too few evaluations to judge it: it keeps its floor
                 elif why.startswith("no gain"):
                     self.retire(track, why)
@@ -223,7 +223,7 @@ class Scheduler:
             scored = [(0.0, track) for track, _ in hopeless]
         for value, track in scored:  # the exploration floor
             share = track.spent / max(1e-9, self.total - track.since)
-            if track is not self.lead and share < self.cfg["explore_floor"]:
+            if track is not self.lead and share < self.cfg.explore_floor:
                 return track
         if scored:
             return max(scored, key=lambda s: s[0])[1]
@@ -246,7 +246,7 @@ class Scheduler:
         track = self.pick(self.best(), time_left, now)
         if track is None:
             return None, False
-        seconds = min(self.cfg["slice_s"], time_left)
+        seconds = min(self.cfg.slice_s, time_left)
         started = self.clock()
         try:
             report = track.candidate.advance(seconds, time_left)

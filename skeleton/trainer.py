@@ -71,19 +71,19 @@ class Trainer:
         log.info("precision %s on %s (%s)", precision, device, why)
         # channels_last: faster on this CPU for all but training resnet18 at 64 px (method.md).
         self.net = self.net.to(memory_format=torch.channels_last)
-        self.batch = cfg["batch_cuda"] if self.cuda else cfg["batch_cpu"]
+        self.batch = cfg.batch_cuda if self.cuda else cfg.batch_cpu
         groups = {}
         for name, p in self.net.named_parameters():
             if not p.requires_grad:  # frozen (the early blocks of a fine-tuned trunk)
                 continue
             scale = trunk_lr_scale if name.startswith("trunk.") else 1.0
-            decay = cfg["weight_decay"] if p.ndim > 1 else 0.0
+            decay = cfg.weight_decay if p.ndim > 1 else 0.0
             groups.setdefault((scale, decay), []).append(p)
         self.optimizer = NesterovSGD(
             [{"params": params, "weight_decay": decay, "lr_scale": scale}
              for (scale, decay), params in groups.items()],
-            lr=cfg["lr"], momentum=cfg["momentum"])
-        self.temperature = cfg["temperature"]
+            lr=cfg.lr, momentum=cfg.momentum)
+        self.temperature = cfg.temperature
         self.steps = 0
         self.lr = 0.0      # the base rate of the last step (the trunk's may be scaled down)
         self.phase = None
@@ -102,7 +102,7 @@ class Trainer:
         if self.flip:
             mask = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(mask[:, None, None, None, None], x.flip(-1), x)
-        pad = int(round(self.cfg["crop_pad"] * min(x.shape[-2:])))
+        pad = int(round(self.cfg.crop_pad * min(x.shape[-2:])))
         if pad:
             b, t, c, h, w = x.shape
             padded = F.pad(x.reshape(b, t * c, h, w), (pad, pad, pad, pad), mode="reflect")
@@ -126,7 +126,7 @@ class Trainer:
     def _lr(self):
         phase = self.phase
         done = (self.steps - phase.start) / phase.steps
-        warm = self.cfg["warmup_fraction"]
+        warm = self.cfg.warmup_fraction
         if done < warm:
             return phase.peak * (0.1 + 0.9 * done / warm)
         return phase.peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (done - warm) / (1 - warm))))
@@ -137,7 +137,7 @@ class Trainer:
         if self.multi_label:
             return class_balanced_bce(logits, y)
         return F.cross_entropy(logits, y.argmax(dim=1),
-                               label_smoothing=self.cfg["label_smoothing"])
+                               label_smoothing=self.cfg.label_smoothing)
 
     def train_steps(self, x, y, indices, max_seconds, max_steps=None):
         """Train on random batches of x[indices] until a time or step limit; returns steps."""
@@ -184,7 +184,7 @@ class Trainer:
         `transform` (float frames [N, C, H, W] -> same) is applied to the inputs first."""
         return network_probabilities(self.net, x, temperature=self.temperature,
                                      multi_label=self.multi_label, tta_flip=tta_flip,
-                                     batch=self.cfg["test_batch"], device=self.device,
+                                     batch=self.cfg.test_batch, device=self.device,
                                      autocast=self._autocast, transform=transform)
 
     # -- checkpoints -----------------------------------------------------------------------

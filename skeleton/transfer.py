@@ -35,11 +35,11 @@ log = logging.getLogger("skeleton")
 
 def build_pretrained(cfg, channels, classes, frames, temporal, size, cuda):
     """The first backbone of the configured list whose ImageNet weights load, else None."""
-    for name in cfg["backbones_cuda" if cuda else "backbones_cpu"]:
+    for name in (cfg.backbones_cuda if cuda else cfg.backbones_cpu):
         try:
             net = build_network(name, channels, classes, frames=frames, temporal=temporal,
                                 weights="auto", imagenet_norm=True, input_size=size,
-                                head_bias=True, taps=cfg["feature_taps"])
+                                head_bias=True, taps=cfg.feature_taps)
         except Exception as error:  # noqa: BLE001  (a broken backbone must not end the run)
             log.warning("transfer: %s could not be built (%s: %s)", name, type(error).__name__,
                         error)
@@ -47,7 +47,7 @@ def build_pretrained(cfg, channels, classes, frames, temporal, size, cuda):
         if net.weights_used != "random":
             return net
     log.warning("transfer: no pretrained backbone available (%s); training from scratch only",
-                ", ".join(cfg["backbones_cuda" if cuda else "backbones_cpu"]))
+                ", ".join(cfg.backbones_cuda if cuda else cfg.backbones_cpu))
     return None
 
 
@@ -388,9 +388,9 @@ class TransferStage:
     def __init__(self, net, cfg, multi_label, device):
         self.cfg = cfg
         self.net = net
-        self.features = FrozenFeatures(net, device, cfg["batch"], cfg["max_frames"])
-        self.head = LinearHead(multi_label, cfg["l2_grid"], cfg["lbfgs_iterations"],
-                               cfg["l2_tolerance"], cfg["lbfgs_loss_tol"])
+        self.features = FrozenFeatures(net, device, cfg.batch, cfg.max_frames)
+        self.head = LinearHead(multi_label, cfg.l2_grid, cfg.lbfgs_iterations,
+                               cfg.l2_tolerance, cfg.lbfgs_loss_tol)
         self.state = "probe"
         self.score = None          # held-out NAUC of the current head
         self.valid = None          # its held-out predictions, from the last fit without the
@@ -417,7 +417,7 @@ class TransferStage:
         better), "rescanned" (a head on larger features is in `candidate`: judge it) or None
         (more work)."""
         if self.state == "probe":
-            probe = train_idx[:self.cfg["probe_records"]]
+            probe = train_idx[:self.cfg.probe_records]
             if not (self.features.fill(x, valid_idx, deadline)
                     and self.features.fill(x, probe, deadline)):
                 return None
@@ -442,10 +442,10 @@ class TransferStage:
             self.state = "grow"
             return "fitted"
         if self.state == "grow":
-            usable = train_idx[:self.cfg["max_train_records"]]
+            usable = train_idx[:self.cfg.max_train_records]
             complete = self.features.fill(x, usable, deadline)
             done = [i for i in usable if int(i) in self.features.rows]
-            if complete or len(done) >= self.cfg["refit_growth"] * self.fitted_on:
+            if complete or len(done) >= self.cfg.refit_growth * self.fitted_on:
                 self._fit(y, valid_idx, done, search=False)
                 log.info("transfer: frozen head valid NAUC %s on %d examples",
                          format_score(self.score), len(done))
@@ -478,9 +478,9 @@ class TransferStage:
         and the held-out ones (frame iterators in record order), then the test set;
         `estimate`: its expected seconds."""
         self.rescanned = True
-        features = FrozenFeatures(self.net, self.device, self.cfg["batch"], size=size)
+        features = FrozenFeatures(self.net, self.device, self.cfg.batch, size=size)
         wanted = np.concatenate([np.asarray(self.fitted_idx), np.asarray(valid_idx)])
-        first = self.features if self.cfg["rescan_ensemble"] else None
+        first = self.features if self.cfg.rescan_ensemble else None
         self.rescan = Rescan(features, train_frames, wanted, test_frames, test_count, first,
                              estimate)
         self.state = "rescan"
@@ -488,9 +488,9 @@ class TransferStage:
     def _rescan_head(self, y, valid_idx):
         """A head on the rescan's features, its penalty searched again (the features differ)."""
         features, train = self.rescan.features, self.fitted_idx
-        head = LinearHead(self.head.multi_label, self.cfg["l2_grid"],
-                          self.cfg["lbfgs_iterations"], self.cfg["l2_tolerance"],
-                          self.cfg["lbfgs_loss_tol"])
+        head = LinearHead(self.head.multi_label, self.cfg.l2_grid,
+                          self.cfg.lbfgs_iterations, self.cfg.l2_tolerance,
+                          self.cfg.lbfgs_loss_tol)
         valid = features.matrix(valid_idx) if len(valid_idx) else None
         score = head.fit(features.matrix(train), y[train], valid, y[valid_idx])
         valid = head.predict(valid) if valid is not None else None

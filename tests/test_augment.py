@@ -15,8 +15,8 @@ from skeleton.config import CONFIG_DIR, load_config
 
 from conftest import drive, fast_config, splits
 
-CFG = load_config("image")["augment"]
-RANGES = CFG["ranges"]
+CFG = load_config("image").augment
+RANGES = CFG.ranges
 WITHOUT_MAGNITUDE = {"AutoContrast", "Equalize", "Invert"}
 
 
@@ -67,7 +67,7 @@ def test_translate_moves_by_its_share_of_the_side():
     level = 5.0  # 0.45 * 5/10 * 40 = 9 pixels
     y = OPERATIONS["TranslateX"](x, _levels(level, 1), torch.ones(1), RANGES)
     moved = (y[0, 0] == y.max()).nonzero().tolist()
-    shift = RANGES["translate"] * level / 10 * 40
+    shift = RANGES.translate * level / 10 * 40
     assert moved == [[10, 20 - round(shift)]] and float(y.max()) > 0.99
 
 
@@ -111,11 +111,10 @@ def test_bad_pool_rows_are_named_errors(row, problem):
     assert "configs/mine.yaml" in str(info.value)
 
 
-def test_a_pool_file_without_subpolicies_is_an_error_naming_it(monkeypatch, tmp_path):
+def test_a_pool_file_without_subpolicies_is_an_error_naming_it(tmp_path):
     (tmp_path / "empty.yaml").write_text("other: 1\n")
-    monkeypatch.setattr("skeleton.augment.policy.CONFIG_DIR", str(tmp_path))
     with pytest.raises(ValueError, match="empty.yaml"):
-        load_pool("empty")
+        load_pool("empty", folder=str(tmp_path))
 
 
 def test_policy_application_is_seeded_and_respects_probabilities():
@@ -165,7 +164,7 @@ def _trained_scorer(seed=0):
 
     x, y = images(192)
     valid_x, valid_y = images(96)
-    cfg = dict(load_config("image")["train"], batch_cpu=32, batch_cuda=32)
+    cfg = load_config("image").train.replace(batch_cpu=32, batch_cuda=32)
     trainer = Trainer(build_network("fastnet_small", 1, 3), cfg, torch.device("cpu"),
                       multi_label=False, flip=False)
     trainer.plan_phase(60, 0.05)
@@ -176,31 +175,28 @@ def _trained_scorer(seed=0):
 def test_search_keeps_only_draws_at_least_as_good_and_is_reproducible():
     score = _trained_scorer()
     pool = load_pool("autoaugment_cifar")
-    cfg = dict(CFG, draws=12, max_error_ratio=1.0)  # the original rule: at least as good
+    cfg = CFG.replace(draws=12, max_error_ratio=1.0)  # the original rule: at least as good
     first = search_policies(score, pool, cfg, deadline=time.time() + 60, seed=3)
     again = search_policies(score, pool, cfg, deadline=time.time() + 60, seed=3)
     other = search_policies(score, pool, cfg, deadline=time.time() + 60, seed=4)
     assert first.tried == 12
     assert all(d.score >= first.baseline for d in first.kept)
-    assert len(first.kept) <= cfg["top_draws"]
+    assert len(first.kept) <= cfg.top_draws
     assert [d.score for d in first.kept] == sorted((d.score for d in first.kept), reverse=True)
     assert first.subpolicies == again.subpolicies and first.kept == again.kept
     assert first.subpolicies != other.subpolicies or not first.kept
 
 
-def test_search_stops_at_its_deadline(monkeypatch):
+def test_search_stops_at_its_deadline():
     # A scripted clock that moves one second per scoring: the check is exact, not a race with
     # a busy machine (a real clock can pass the deadline between the check and the draw).
-    import skeleton.augment.search as search_module
-
     class Clock:
         now = 1000.0
 
-        def time(self):
+        def __call__(self):
             return self.now
 
     clock = Clock()
-    monkeypatch.setattr(search_module, "time", clock)
     started = []
 
     def score(transform):
@@ -208,8 +204,8 @@ def test_search_stops_at_its_deadline(monkeypatch):
         clock.now += 1.0
         return 0.5
 
-    result = search_policies(score, load_pool("autoaugment_cifar"), dict(CFG, draws=10_000),
-                             deadline=1003.5)
+    result = search_policies(score, load_pool("autoaugment_cifar"), CFG.replace(draws=10_000),
+                             deadline=1003.5, clock=clock)
     # The baseline at 1000, draws at 1001, 1002, 1003; at 1004 the deadline has passed.
     assert started == [1000.0, 1001.0, 1002.0, 1003.0]
     assert result.tried == 3 and result.seconds == 4.0
@@ -223,8 +219,8 @@ def test_search_ranks_draws_and_merges_the_top_ones():
         if transform is None:
             return 0.5
         return float(np.mean([s.steps[0].level for s in transform.subpolicies])) / 10
-    result = search_policies(score, pool, dict(CFG, draws=30, top_draws=2, max_error_ratio=1.0,
-                                               subpolicies_per_draw=2), time.time() + 30)
+    cfg = CFG.replace(draws=30, top_draws=2, max_error_ratio=1.0, subpolicies_per_draw=2)
+    result = search_policies(score, pool, cfg, time.time() + 30)
     assert result.baseline == 0.5 and result.tried == 30 and len(result.kept) == 2
     assert all(d.score >= 0.5 for d in result.kept)
     assert result.kept[0].score >= result.kept[1].score
@@ -237,9 +233,11 @@ def test_search_keeps_nothing_past_its_error_bar():
     pool = load_pool("autoaugment_cifar")
     # Clean error 0.1; draws' error 0.2: twice the clean error.
     score = lambda t: 0.9 if t is None else 0.8  # noqa: E731
-    strict = search_policies(score, pool, dict(CFG, draws=5, max_error_ratio=1.0), time.time() + 30)
+    strict = search_policies(score, pool, CFG.replace(draws=5, max_error_ratio=1.0),
+                             time.time() + 30)
     assert strict.kept == [] and strict.subpolicies == []
-    loose = search_policies(score, pool, dict(CFG, draws=5, max_error_ratio=2.5), time.time() + 30)
+    loose = search_policies(score, pool, CFG.replace(draws=5, max_error_ratio=2.5),
+                            time.time() + 30)
     assert len(loose.kept) == 5 and all(d.score == 0.8 for d in loose.kept)
 
 
@@ -302,8 +300,8 @@ def test_learner_skips_the_search_when_off_or_short_of_time(tmp_path, our_model)
 
 
 def test_video_config_keeps_the_search_off():
-    assert load_config("video")["augment"]["search"] is False
-    assert os.path.exists(os.path.join(CONFIG_DIR, f"{CFG['pool']}.yaml"))
+    assert load_config("video").augment.search is False
+    assert os.path.exists(os.path.join(CONFIG_DIR, f"{CFG.pool}.yaml"))
 
 
 @pytest.mark.slow
@@ -327,11 +325,11 @@ def test_search_never_holds_back_a_better_prediction(tmp_path, monkeypatch, our_
 def test_search_without_a_defined_score_keeps_nothing_and_does_not_fail():
     """A held-out set with no class both present and absent: NAUC is None, nothing ranks."""
     pool = load_pool("autoaugment_cifar")
-    result = search_policies(lambda transform: None, pool, dict(CFG, draws=3), time.time() + 30)
+    result = search_policies(lambda transform: None, pool, CFG.replace(draws=3), time.time() + 30)
     assert result.kept == [] and result.baseline is None
     calls = iter([0.5, None, 0.6, None])
     result = search_policies(lambda transform: next(calls), pool,
-                             dict(CFG, draws=3, max_error_ratio=2.0), time.time() + 30)
+                             CFG.replace(draws=3, max_error_ratio=2.0), time.time() + 30)
     assert result.tried == 1 and [d.score for d in result.kept] == [0.6]
 
 

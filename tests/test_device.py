@@ -38,34 +38,34 @@ def cuda_not_yet_broken(monkeypatch):
     (None, "fp32"),     # CPU, cpu_bf16 off (the shipped setting)
 ])
 def test_auto_precision_follows_the_compute_capability(kind, capability, expected):
-    cfg = load_config(kind)["train"]
-    assert cfg["precision"] == "auto" and cfg["cpu_bf16"] is False
+    cfg = load_config(kind).train
+    assert cfg.precision == "auto" and cfg.cpu_bf16 is False
     assert choose_precision(capability, cfg)[0] == expected
 
 
 def test_precision_override_and_cpu_switch():
-    cfg = load_config("image")["train"]
+    cfg = load_config("image").train
     for forced in ("bf16", "fp16", "fp32"):
-        assert choose_precision((9, 0), dict(cfg, precision=forced)) == (
+        assert choose_precision((9, 0), cfg.replace(precision=forced)) == (
             forced, "forced by train.precision")
-        assert choose_precision((6, 0), dict(cfg, precision=forced))[0] == forced
+        assert choose_precision((6, 0), cfg.replace(precision=forced))[0] == forced
     # The CPU keeps its own switch; train.precision is about CUDA.
-    assert choose_precision(None, dict(cfg, cpu_bf16=True))[0] == "bf16"
-    assert choose_precision(None, dict(cfg, precision="fp16"))[0] == "fp32"
+    assert choose_precision(None, cfg.replace(cpu_bf16=True))[0] == "bf16"
+    assert choose_precision(None, cfg.replace(precision="fp16"))[0] == "fp32"
     # The thresholds are read from the config, not built in.
-    assert choose_precision((7, 5), dict(cfg, bf16_min_capability=7.5))[0] == "bf16"
-    assert choose_precision((6, 0), dict(cfg, fp16_min_capability=6.0))[0] == "fp16"
+    assert choose_precision((7, 5), cfg.replace(bf16_min_capability=7.5))[0] == "bf16"
+    assert choose_precision((6, 0), cfg.replace(fp16_min_capability=6.0))[0] == "fp16"
 
 
 def test_the_trainer_asks_cuda_for_the_capability(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
-    cfg = load_config("video")["train"]
+    cfg = load_config("video").train
     assert device_mod.precision_for(torch.device("cuda"), cfg)[0] == "fp16"
     assert device_mod.precision_for(torch.device("cpu"), cfg)[0] == "fp32"
 
 
 def test_unknown_precision_is_a_one_line_error():
-    cfg = dict(load_config("image")["train"], precision="half")
+    cfg = load_config("image").train.replace(precision="half")
     for capability in ((8, 0), None):
         with pytest.raises(ValueError, match="train.precision is 'half'; expected one of auto"):
             choose_precision(capability, cfg)
@@ -76,7 +76,7 @@ def _trainer(precision, **cfg_overrides):
     from skeleton.trainer import Trainer
 
     torch.manual_seed(0)
-    cfg = dict(load_config("image")["train"], batch_cpu=8, **cfg_overrides)
+    cfg = load_config("image").train.replace(batch_cpu=8, **cfg_overrides)
     net = build_network("fastnet_small", 1, 3, weights="none")
     return Trainer(net, cfg, torch.device("cpu"), False, flip=False, precision=precision)
 

@@ -9,7 +9,7 @@ import pytest
 from skeleton.config import load_config
 from skeleton.feed import DataFeed
 
-DATA = load_config("image")["data"]
+DATA = load_config("image").data
 
 
 def _split(total, loaded, is_sorted=False, data=DATA):
@@ -57,14 +57,14 @@ def test_a_sorted_set_draws_its_held_out_examples_from_all_of_it():
     (60000, 6000, False, 900),  # more than valid_max
 ])
 def test_holdout_first_holds_out_exactly_the_first_records(total, loaded, is_sorted, n):
-    feed = _split(total, loaded, is_sorted, dict(DATA, holdout_first=n))
+    feed = _split(total, loaded, is_sorted, DATA.replace(holdout_first=n))
     assert list(feed.valid_idx) == list(range(n))
     assert list(feed.train_idx) == list(range(n, loaded))  # never trained on
-    assert feed._held_out_size(dict(DATA, holdout_first=n)) == n
+    assert feed._held_out_size(DATA.replace(holdout_first=n)) == n
 
 
 def test_holdout_first_is_off_by_default():
-    assert DATA["holdout_first"] == 0  # the harness path: the feed draws its own
+    assert DATA.holdout_first == 0  # the harness path: the feed draws its own
 
 
 def test_open_reads_the_held_out_records_first_and_keeps_them_out(tmp_path):

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import yaml
 
-from skeleton.config import CONFIG_DIR
+from skeleton.config import CONFIG_DIR, SelectConfig
 from skeleton.keeper import BestModel
 from skeleton.metrics import bootstrap_nauc, nauc
 
 # The shipped settings (confidence 0.9, 100 resamples, blending off), read from the file itself;
 # BLEND: the same with blending on, for the tests of blends.
 with open(os.path.join(CONFIG_DIR, "image.yaml")) as _f:
-    SELECT = yaml.safe_load(_f)["select"]
-BLEND = dict(SELECT, blend=True)
+    SELECT = SelectConfig.from_dict(yaml.safe_load(_f)["select"], "configs/image.yaml")
+BLEND = SELECT.replace(blend=True)
 
 
 def _labels(n, classes, rng):
@@ -92,7 +92,7 @@ def test_the_first_offer_and_offers_without_held_out_data():
 def test_snapshot_only_when_taken_and_refresh_replaces_a_model_in_use():
     rng = np.random.default_rng(3)
     y = _labels(60, 3, rng)
-    best = BestModel(0.0, dict(SELECT, blend=False))
+    best = BestModel(0.0, SELECT.replace(blend=False))
     best.set_labels(y)
     calls = []
     best.offer("transfer", _model(y, 0.3, rng), lambda: np.ones((2, 3)),
@@ -120,7 +120,7 @@ def test_a_refit_replaces_itself_unless_clearly_worse():
             continue
         lower += 1
         for as_refit in (True, False):
-            best = BestModel(0.0, dict(SELECT, blend=False))
+            best = BestModel(0.0, SELECT.replace(blend=False))
             best.set_labels(y)
             best.offer("transfer", first, lambda: np.zeros(1))
             best.predict_pending()
@@ -180,7 +180,7 @@ def test_no_blend_when_the_candidate_alone_is_better_or_blending_is_off():
 def test_the_quick_models_scores_are_blended_as_probabilities():
     rng = np.random.default_rng(6)
     y = _labels(200, 3, rng)
-    best = BestModel(0.0, dict(BLEND, confidence=0.0, blend_quick=True))  # whatever is higher
+    best = BestModel(0.0, BLEND.replace(confidence=0.0, blend_quick=True))  # whatever is higher
     best.set_labels(y)
     best.offer("quick", 10 * _model(y, 0.8, rng), lambda: np.array([[30.0, 0.0, 0.0]]))
     best.predict_pending()
@@ -205,7 +205,7 @@ def test_any_trained_model_that_validates_higher_replaces_the_quick_model():
         if nauc(y, candidate) <= nauc(y, current):
             continue
         lucky += 1
-        best = BestModel(0.0, dict(SELECT, blend=False))
+        best = BestModel(0.0, SELECT.replace(blend=False))
         best.set_labels(y)
         best.offer("quick", current, lambda: None)
         taken_count += best.offer("transfer", candidate, lambda: None)[0]
@@ -220,9 +220,9 @@ def test_the_quick_model_is_not_blended_unless_asked():
     quick, head = _model(y, 1.0, rng), _model(y, 1.0, rng)
     quick[:, :2] = y[:, :2] + rng.normal(0, 0.2, (300, 2))  # good on classes 0, 1
     head[:, 1:] = y[:, 1:] + rng.normal(0, 0.2, (300, 3))   # good on classes 1, 2, 3
-    assert not SELECT["blend_quick"]
+    assert not SELECT.blend_quick
     for blend_quick, sources in ((False, ["transfer"]), (True, ["quick", "transfer"])):
-        best = BestModel(0.0, dict(BLEND, blend_quick=blend_quick))
+        best = BestModel(0.0, BLEND.replace(blend_quick=blend_quick))
         best.set_labels(y)
         best.offer("quick", quick, lambda: np.zeros((2, 4)))
         best.predict_pending()
@@ -233,10 +233,10 @@ def test_the_quick_model_is_not_blended_unless_asked():
 def test_a_blend_is_held_to_its_own_stricter_bar():
     """select.blend_confidence, not select.confidence, decides a blend: the same two
     complementary models are blended or not by that setting alone."""
-    assert SELECT["blend_confidence"] > SELECT["confidence"]
+    assert SELECT.blend_confidence > SELECT.confidence
     y, first, second = _complementary()
     for bar, blended in ((0.0, True), (1.01, False)):
-        best = BestModel(0.0, dict(BLEND, confidence=0.0, blend_confidence=bar))
+        best = BestModel(0.0, BLEND.replace(confidence=0.0, blend_confidence=bar))
         best.set_labels(y)
         best.offer("net", second, lambda: np.zeros((2, 4)))
         best.predict_pending()
@@ -247,9 +247,9 @@ def test_a_blend_is_held_to_its_own_stricter_bar():
 def test_the_shipped_settings_never_blend():
     """Blending is off by default (select.blend: on solar every blend taken lowered the test
     NAUC): two complementary models, whose blend validates higher, stay single models."""
-    assert not SELECT["blend"]
+    assert not SELECT.blend
     y, first, second = _complementary()
-    best = BestModel(0.0, dict(SELECT, confidence=0.0))
+    best = BestModel(0.0, SELECT.replace(confidence=0.0))
     best.set_labels(y)
     for source, valid in (("net", second), ("transfer", first), ("net", second)):
         best.offer(source, valid, lambda: np.zeros((2, 4)))

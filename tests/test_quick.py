@@ -8,9 +8,7 @@ from skeleton.quick import QuickModel
 
 
 def _cfg(kind="image", **changes):
-    cfg = load_config(kind)["quick"]
-    cfg.update(changes)
-    return cfg
+    return load_config(kind).quick.replace(**changes)
 
 
 def _moving_blob(rng, n, frames=8, side=24):

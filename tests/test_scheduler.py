@@ -10,7 +10,7 @@ from skeleton.config import load_config
 from skeleton.keeper import BestModel
 from skeleton.scheduler import Candidate, Measurement, Offer, Report, Scheduler
 
-CFG = load_config("image")["schedule"]
+CFG = load_config("image").schedule
 
 
 class Clock:
@@ -65,14 +65,14 @@ def _valid(score, n=200):
 
 
 def _keeper():
-    keeper = BestModel(0.0, load_config("image")["select"])
+    keeper = BestModel(0.0, load_config("image").select)
     keeper.set_labels(np.eye(2)[np.arange(200) % 2])
     return keeper
 
 
 def _run(candidates, budget=300.0, cfg=None, clock=None):
     clock = clock or Clock()
-    scheduler = Scheduler(dict(CFG, **(cfg or {})), budget, 0.0, _keeper(), clock=clock)
+    scheduler = Scheduler(CFG.replace(**(cfg or {})), budget, 0.0, _keeper(), clock=clock)
     for c in candidates:
         scheduler.add(c)
     while clock.now < budget:
@@ -141,7 +141,7 @@ def test_the_exploration_floor_keeps_a_slow_starter_alive():
     share of the time since it joined; without the floor the leader gets every slice."""
     def picks(floor):
         clock = Clock()
-        scheduler = Scheduler(dict(CFG, explore_floor=floor), 300.0, 0.0, _keeper(), clock=clock)
+        scheduler = Scheduler(CFG.replace(explore_floor=floor), 300.0, 0.0, _keeper(), clock=clock)
         lead = Scripted("lead", clock, lambda s: 0.9)
         slow = Scripted("slow", clock, lambda s: 0.5)
         for c in (lead, slow):
@@ -154,7 +154,7 @@ def test_the_exploration_floor_keeps_a_slow_starter_alive():
         scheduler.total = 100.0  # b has had 4 s of the 100 since it joined
         value = scheduler.value(b, 0.9, 100.0, 30.0)
         return [scheduler.pick(0.9, 100.0, 30.0).name, value]
-    with_floor, without = picks(CFG["explore_floor"]), picks(0.0)
+    with_floor, without = picks(CFG.explore_floor), picks(0.0)
     assert with_floor == ["slow", without[1]] and without[1][0] > 0  # live and behind
     assert without[0] == "lead"
 

@@ -65,12 +65,12 @@ def _profile(h, w, frames=1, channels=3):
     ((576, 944), (48, 64)), ((300, 400), (48, 64)), ((8, 8), (8, 8)), ((2000, 3000), (48, 64)),
 ])
 def test_input_sizes_follow_the_published_rules(shape, expected):
-    cfg = load_config("image")["data"]
+    cfg = load_config("image").data
     assert input_size(_profile(*shape), cfg)[1:] == expected
 
 
 def test_video_frames_are_capped_and_sampled_evenly():
-    cfg = load_config("video")["data"]
+    cfg = load_config("video").data
     assert input_size(_profile(60, 80, frames=46), cfg) == (8, 48, 64)
     adapter = FrameAdapter(_profile(6, 6, frames=46), 8, 6, 6)
     clip = np.arange(46, dtype=np.uint8)[:, None, None, None] * np.ones((1, 6, 6, 3), np.uint8)
@@ -100,7 +100,7 @@ def test_quick_model_learns_and_survives_constant_pixels():
     x = np.zeros((300, 1, 8, 8, 1), np.uint8)
     x[:, 0, :, :4, 0] = (y[:, None, None] * 80 + rng.integers(0, 30, (300, 8, 4)))
     labels = np.eye(4, dtype=np.float32)[y]  # class 3 never appears
-    model = QuickModel(load_config("image")["quick"]).fit(x[:200], labels[:200])
+    model = QuickModel(load_config("image").quick).fit(x[:200], labels[:200])
     scores = model.predict(x[200:])
     assert np.isfinite(scores).all() and scores.shape == (100, 4)
     assert nauc(labels[200:], scores) > 0.95

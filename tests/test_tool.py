@@ -1,7 +1,6 @@
 """The user-facing tool: convert (folder, CSV, video, bad inputs), fit + predict end to end,
 and the submission zip run through the harness."""
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -243,74 +242,6 @@ def test_zip_runs_through_the_harness(tmp_path):
     summary = run(dataset, path, 15, output_dir=str(tmp_path / "o"),
                   score_dir=str(tmp_path / "s"), progress=False)
     assert summary["num_predictions"] >= 1, summary
-
-
-def test_persist_network_round_trip(tmp_path):
-    """A learner whose best model is the network: the saved file predicts like the trainer."""
-    import types
-
-    import torch
-
-    from skeleton import persist
-    from skeleton.config import load_config
-    from skeleton.data.profile import scan
-    from skeleton.nn import build_network
-    from skeleton.quick import QuickModel
-    from skeleton.trainer import Trainer
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (12, 1, 16, 16, 3), dtype=np.uint8)
-    y = np.eye(3, dtype=np.float32)[np.arange(12) % 3]
-    cfg = load_config("image")
-    net = build_network("fastnet", 3, 3, weights="none")
-    trainer = Trainer(net, cfg["train"], torch.device("cpu"), False,
-                      flip=False)
-    trainer.save_best()
-    meta = types.SimpleNamespace(get_label_to_index_map=lambda: {"a": 0, "b": 1, "c": 2})
-    feed = types.SimpleNamespace(
-        classes=3, metadata=meta, profile=scan([(f, l) for f, l in zip(x, y)], 3, True),
-        shape=(1, 16, 16), cfg=cfg, valid_idx=np.arange(4))
-
-    def export():
-        tta = cfg["train"]["tta_flip"] and trainer.flip
-        return persist.SavedNetwork(trainer.net, trainer.best_state, 1.0, tta, (1, 16, 16))
-    learner = types.SimpleNamespace(
-        best=types.SimpleNamespace(source="net", saved=export(), savable=True),
-        quick=QuickModel(cfg["quick"]).fit(x, y), feed=feed)
-    assert persist.save(learner, str(tmp_path / "model.pt"))
-    predictor = persist.load(str(tmp_path / "model.pt"))
-    assert predictor.source == "net" and predictor.label_names == ["a", "b", "c"]
-    description = persist.read_description(str(tmp_path / "model.pt"))
-    assert description["net"]["precision"] == "fp32"  # the trainer's, on the CPU
-    assert description["held_out"] == 4  # what the report says the model was chosen on
-    # Flip TTA only where the run's flip probe allowed it (here: not), as test() does.
-    expected = trainer.predict(x, tta_flip=False)
-    assert np.allclose(predictor.predict_arrays(x), expected, atol=1e-4)
-    trainer.flip = True  # the probe allowed flips: the saved model averages them too
-    learner.best.saved = export()
-    assert persist.save(learner, str(tmp_path / "flip.pt"))
-    flipped = persist.load(str(tmp_path / "flip.pt")).predict_arrays(x)
-    assert np.allclose(flipped, trainer.predict(x, tta_flip=True), atol=1e-4)
-    assert not np.allclose(flipped, expected, atol=1e-4)
-    for i in range(2):
-        Image.fromarray(x[i, 0]).save(tmp_path / f"{i}.png")
-    probs = predictor.predict_files([str(tmp_path / "0.png"), str(tmp_path / "1.png")])
-    assert np.allclose(probs, expected[:2], atol=1e-4)
-    # A file of the version before (no extra sides among the network's options) still
-    # loads; one of a version this tool does not know is one clear error.
-    for version, readable in ((2, True), (persist.FORMAT_VERSION + 1, False)):
-        with np.load(str(tmp_path / "model.pt"), allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-        state = json.loads(arrays[persist.META_KEY].tobytes().decode("utf-8"))
-        state["version"] = version
-        del state["net"]["options"]["extra_sizes"]
-        arrays[persist.META_KEY] = np.frombuffer(json.dumps(state).encode("utf-8"), np.uint8)
-        np.savez(str(tmp_path / f"v{version}.npz"), **arrays)
-        if readable:
-            older = persist.load(str(tmp_path / f"v{version}.npz"))
-            assert np.allclose(older.predict_arrays(x), expected, atol=1e-4)
-        else:
-            with pytest.raises(persist.ModelFileError, match=f"version {version} "):
-                persist.load(str(tmp_path / f"v{version}.npz"))
 
 
 # -- user slips: nothing is lost, every mistake is one line -----------------------------------

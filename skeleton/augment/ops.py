@@ -34,7 +34,7 @@ def _blend(degenerate, x, factor):
 
 
 def _enhance_factor(level, signs, ranges):
-    return 1.0 + signs * ranges["enhance"] * level / LEVEL_MAX
+    return 1.0 + signs * ranges.enhance * level / LEVEL_MAX
 
 
 def _per_image(values):
@@ -74,7 +74,7 @@ def solarize(x, level, signs, ranges):
 
 
 def posterize(x, level, signs, ranges):
-    dropped_bits = torch.round(ranges["posterize_bits"] * level / LEVEL_MAX)
+    dropped_bits = torch.round(ranges.posterize_bits * level / LEVEL_MAX)
     step = _per_image(2.0 ** dropped_bits)  # 1 at level 0: every value kept
     return torch.floor(torch.round(x * 255.0) / step) * step / 255.0
 
@@ -129,30 +129,30 @@ def _matrices(n, like):
 
 def shear_x_matrix(level, signs, ranges, h, w):
     m = _matrices(len(level), level)
-    m[:, 0, 1] = signs * ranges["shear"] * level / LEVEL_MAX
+    m[:, 0, 1] = signs * ranges.shear * level / LEVEL_MAX
     return m
 
 
 def shear_y_matrix(level, signs, ranges, h, w):
     m = _matrices(len(level), level)
-    m[:, 1, 0] = signs * ranges["shear"] * level / LEVEL_MAX
+    m[:, 1, 0] = signs * ranges.shear * level / LEVEL_MAX
     return m
 
 
 def translate_x_matrix(level, signs, ranges, h, w):
     m = _matrices(len(level), level)
-    m[:, 0, 2] = signs * ranges["translate"] * level / LEVEL_MAX * w
+    m[:, 0, 2] = signs * ranges.translate * level / LEVEL_MAX * w
     return m
 
 
 def translate_y_matrix(level, signs, ranges, h, w):
     m = _matrices(len(level), level)
-    m[:, 1, 2] = signs * ranges["translate"] * level / LEVEL_MAX * h
+    m[:, 1, 2] = signs * ranges.translate * level / LEVEL_MAX * h
     return m
 
 
 def rotate_matrix(level, signs, ranges, h, w):
-    angle = signs * math.radians(ranges["rotate"]) * level / LEVEL_MAX
+    angle = signs * math.radians(ranges.rotate) * level / LEVEL_MAX
     cos, sin = torch.cos(angle), torch.sin(angle)
     return torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
                         torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)
@@ -174,7 +174,7 @@ def cutout(x, level, signs, ranges, generator=None):
     """A square of side `cutout` x level/10 of the shorter side, filled with the border colour,
     centred at a random pixel of each image (it may hang over the edge)."""
     n, _, h, w = x.shape
-    side = torch.round(ranges["cutout"] * level / LEVEL_MAX * min(h, w)).view(n, 1)
+    side = torch.round(ranges.cutout * level / LEVEL_MAX * min(h, w)).view(n, 1)
     cy = torch.randint(0, h, (n, 1), generator=generator).to(x.device)
     cx = torch.randint(0, w, (n, 1), generator=generator).to(x.device)
     rows = torch.arange(h, device=x.device).view(1, h)

@@ -45,10 +45,10 @@ def parse_subpolicy(row, source="pool"):
     return SubPolicy(tuple(steps))
 
 
-def load_pool(name, cutout=True):
-    """The candidate sub-policies of configs/<name>.yaml, duplicates dropped, in file order;
-    without cutout, sub-policies that use it are left out."""
-    path = os.path.join(CONFIG_DIR, f"{name}.yaml")
+def load_pool(name, cutout=True, folder=CONFIG_DIR):
+    """The candidate sub-policies of <folder>/<name>.yaml (configs/), duplicates dropped, in
+    file order; without cutout, sub-policies that use it are left out."""
+    path = os.path.join(folder, f"{name}.yaml")
     with open(path) as f:
         rows = (yaml.safe_load(f) or {}).get("subpolicies")
     if not rows:

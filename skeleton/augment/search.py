@@ -39,31 +39,32 @@ class SearchResult(NamedTuple):
         return merged
 
 
-def search_policies(score, pool, cfg, deadline, seed=0):
+def search_policies(score, pool, cfg, deadline, seed=0, clock=time.time):
     """score(transform) -> the held-out score with `transform` (None: no augmentation) applied
-    to the float image batches; cfg: the `augment` section of the config."""
-    start = time.time()
+    to the float image batches; cfg: the `augment` section of the config; clock: seconds,
+    against `deadline`."""
+    start = clock()
     baseline = score(None)
     if baseline is None:  # no held-out class with both positives and negatives: no ranking
         log.info("augment search: the held-out set cannot be scored (NAUC undefined), skipped")
-        return SearchResult(None, [], 0, time.time() - start)
+        return SearchResult(None, [], 0, clock() - start)
     rng = np.random.default_rng(seed)
     draws = []
-    per_draw = min(cfg["subpolicies_per_draw"], len(pool))
-    for i in range(cfg["draws"]):
-        if time.time() >= deadline:
+    per_draw = min(cfg.subpolicies_per_draw, len(pool))
+    for i in range(cfg.draws):
+        if clock() >= deadline:
             break
         picked = tuple(pool[j] for j in rng.choice(len(pool), per_draw, replace=False))
         # The same images for every draw and a seed per draw: scores differ only by policy.
-        value = score(PolicyAugmenter(picked, cfg["ranges"], seed=seed * 1_000_003 + i))
+        value = score(PolicyAugmenter(picked, cfg.ranges, seed=seed * 1_000_003 + i))
         if value is not None:
             draws.append(Draw(value, picked))
     # A draw passes when its error (1 - score) is at most max_error_ratio x the clean error:
     # 1.0 is the original's "at least as good as the plain images". Stable sort: among equal
     # scores the earlier draw wins, so a seed fixes the result.
-    bar = 1.0 - cfg["max_error_ratio"] * (1.0 - baseline)
+    bar = 1.0 - cfg.max_error_ratio * (1.0 - baseline)
     passing = sorted((d for d in draws if d.score >= min(bar, baseline)), key=lambda d: -d.score)
-    result = SearchResult(baseline, passing[:cfg["top_draws"]], len(draws), time.time() - start)
+    result = SearchResult(baseline, passing[:cfg.top_draws], len(draws), clock() - start)
     scores = np.array([d.score for d in draws]) if draws else np.full(1, np.nan)
     log.info("augment search: baseline %.4f, %d draws in %.1f s (scores: median %.4f, best "
              "%.4f), %d pass %.4f, kept %d", baseline, result.tried, result.seconds,

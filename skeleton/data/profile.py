@@ -50,17 +50,17 @@ def _round_side(side, multiple, up_fraction):
 def input_size(profile, cfg):
     """(frames, height, width) the network sees, from the median shape (configs: data.*)."""
     h, w = profile.height, profile.width
-    frames = min(profile.frames, cfg["max_frames"]) if profile.is_video else 1
+    frames = min(profile.frames, cfg.max_frames) if profile.is_video else 1
     frames = max(frames, 1)
-    if h <= cfg["keep_size_below"] and w <= cfg["keep_size_below"]:
+    if h <= cfg.keep_size_below and w <= cfg.keep_size_below:
         return frames, h, w
     aspect = h / w
-    cap = cfg["side_cap_elongated"] if aspect > 2 or aspect < 0.5 else cfg["side_cap"]
+    cap = cfg.side_cap_elongated if aspect > 2 or aspect < 0.5 else cfg.side_cap
     scale = min(1.0, cap / max(h, w))
-    sides = [_round_side(s * scale, cfg["side_multiple"], cfg["round_up_fraction"])
+    sides = [_round_side(s * scale, cfg.side_multiple, cfg.round_up_fraction)
              for s in (h, w)]
-    return frames, min(sides[0], max(cap, cfg["side_multiple"])), \
-        min(sides[1], max(cap, cfg["side_multiple"]))
+    return frames, min(sides[0], max(cap, cfg.side_multiple)), \
+        min(sides[1], max(cap, cfg.side_multiple))
 
 
 def transfer_size(height, width, max_side, cfg):
@@ -68,8 +68,8 @@ def transfer_size(height, width, max_side, cfg):
     (ImageNet trunks shrink inputs 32x: a 28-px digit would be one feature pixel) and shrunk
     to at most max_side (the cost grows with the area)."""
     longest = max(height, width)
-    target = min(max(longest, cfg["min_side"]), max_side)
-    multiple = cfg["side_multiple"]
+    target = min(max(longest, cfg.min_side), max_side)
+    multiple = cfg.side_multiple
     return tuple(max(multiple, int(round(side * target / longest / multiple)) * multiple)
                  for side in (height, width))
 
@@ -80,14 +80,14 @@ def first_side(examples, stored, seconds, frames, cfg, cuda):
     estimated to take at most `seconds`, and a stored view of `stored` images fits in
     second_view_max_mb."""
     if cuda:
-        return cfg["max_side_cuda"]
-    multiple = cfg["side_multiple"]
-    side = cfg["rescan_side_cpu"]
-    while side > cfg["min_side"]:
+        return cfg.max_side_cuda
+    multiple = cfg.side_multiple
+    side = cfg.rescan_side_cpu
+    while side > cfg.min_side:
         pixels = side * side * max(1, frames)
-        cost = examples * pixels * cfg["feature_us_per_pixel"] * 1e-6
+        cost = examples * pixels * cfg.feature_us_per_pixel * 1e-6
         memory = stored * pixels * 3 / 2 ** 20
-        if cost <= seconds and memory <= cfg["second_view_max_mb"]:
+        if cost <= seconds and memory <= cfg.second_view_max_mb:
             break
         side -= multiple
-    return max(side, cfg["min_side"])
+    return max(side, cfg.min_side)
