@@ -18,6 +18,8 @@ from .scheduler import Candidate, Measurement, Offer, Report
 
 log = logging.getLogger("skeleton")
 
+SMALL_HEAD = "transfer-small"  # the keeper's source name of the small frozen head
+
 
 class NetworkCandidate(Candidate):
     def __init__(self, name, source, trainer, cfg, feed, keeper, second=False, start=0.0,
@@ -187,7 +189,9 @@ class FrozenHead(Candidate):
         self.small = small
         self.second = feed.has_second and not small
         self.name = "small frozen head" if small else "frozen head"
-        self.source = "transfer-small" if small else "transfer"
+        self.source = SMALL_HEAD if small else "transfer"
+        # The small head holds the larger head's place: that one replaces it by scoring higher.
+        self.succeeds = None if small else SMALL_HEAD
         self.handed_over = False
         self.grown = False              # refitted once on more examples than the probe's
         self.spawned = False
@@ -240,7 +244,7 @@ class FrozenHead(Candidate):
             # After its first handover the head is refitted on more examples: expected to be
             # better, it replaces itself unless the held-out data says it got worse.
             offer = Offer(self.source, stage.valid, stage.predict_test, self._snapshot,
-                          refit=self.handed_over)
+                          refit=self.handed_over, succeeds=self.succeeds)
             self.handed_over = True
             return Report(measured=measured, offers=(offer,))
         if event == "refitted":

@@ -125,12 +125,14 @@ class BestModel:
             return None
         return nauc(self.labels, valid)
 
-    def offer(self, source, valid, predict_test, snapshot=None, refit=False):
+    def offer(self, source, valid, predict_test, snapshot=None, refit=False, succeeds=None):
         """Take a model, or its blend with the best model, if it validates better than the
         best so far beyond the held-out noise (refit=True: a model in use, refitted on more
-        data, is taken unless it is worse beyond the noise). Without held-out data any
-        later network replaces the quick model and the first offer is taken. Returns
-        (taken, the model's own held-out score)."""
+        data, is taken unless it is worse beyond the noise). A placeholder (the quick model,
+        or the source named by `succeeds`: the small head holds the larger one's place) is
+        replaced by any model that validates higher. Without held-out data any later network
+        replaces the quick model and the first offer is taken. Returns (taken, the model's
+        own held-out score)."""
         score = self.score_of(valid)
         candidate = Member(source, valid, score, predict_test, snapshot, self.multi_label)
         if score is None:
@@ -155,8 +157,8 @@ class BestModel:
         if refit:
             taken = not self._confident(self._valid_of(pick), self.valid, pick,
                                         pick_score, worse=True)
-        elif self.source == "quick":
-            # The quick model only holds the place: any trained model that validates higher wins.
+        elif self.source == "quick" or (succeeds is not None and self.source == succeeds):
+            # A placeholder only holds the place: its successor wins by validating higher.
             taken = pick_score > self.score
         elif pick_score == self.score:
             taken = self._breaks_tie(pick)

@@ -46,6 +46,7 @@ class Offer:
     refit: bool = False     # the same model on more data: taken unless worse beyond noise
     refresh: bool = False   # refitted on the held-out examples too: new test predictions only
     on_taken: Optional[Callable] = None  # called once the keeper takes it
+    succeeds: Optional[str] = None  # the source of a placeholder it is meant to replace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,7 +289,8 @@ class Scheduler:
             taken = self.keeper.refresh(offer.source, offer.predict_test, offer.snapshot)
         else:
             taken, _ = self.keeper.offer(offer.source, offer.valid, offer.predict_test,
-                                         offer.snapshot, refit=offer.refit)
+                                         offer.snapshot, refit=offer.refit,
+                                         succeeds=offer.succeeds)
         if taken:
             if offer.on_taken is not None:
                 offer.on_taken()

@@ -212,6 +212,27 @@ def test_any_trained_model_that_validates_higher_replaces_the_quick_model():
     assert lucky >= 5 and taken_count == lucky
 
 
+def test_a_successor_replaces_its_placeholder_by_validating_higher_and_only_it():
+    """The small head holds the larger head's place: the larger one replaces it whenever it
+    validates higher (no bootstrap bar), and never when it validates lower; any other
+    candidate still needs to clear the bar."""
+    rng = np.random.default_rng(9)
+    y = _labels(120, 3, rng)
+    small = _model(y, 1.5, rng)
+    better = _model(y, 1.5, np.random.default_rng(103))  # higher, within the noise
+    assert nauc(y, better) > nauc(y, small)
+    for succeeds, taken in (("transfer-small", True), (None, False)):
+        best = BestModel(0.0, SELECT)
+        best.set_labels(y)
+        best.offer("transfer-small", small, lambda: None)
+        assert best.offer("transfer", better, lambda: None, succeeds=succeeds)[0] == taken
+        assert best.source == ("transfer" if taken else "transfer-small")
+    best = BestModel(0.0, SELECT)
+    best.set_labels(y)
+    best.offer("transfer-small", better, lambda: None)
+    assert not best.offer("transfer", small, lambda: None, succeeds="transfer-small")[0]
+
+
 def test_the_quick_model_is_not_blended_unless_asked():
     """Complementary quick model and head: their blend validates higher, yet with blending on
     the head replaces the quick model alone (select.blend_quick)."""
