@@ -325,13 +325,20 @@ class Config(Section):
     schedule: ScheduleConfig
 
 
-def load_config(kind, overrides=None):
-    """configs/image.yaml, then the video overlay for clips, then AUTOCLINT_CONFIG (JSON),
-    then `overrides` (a dict), as a Config. Each layer is checked as it is applied, so an
-    error names the layer that brought it."""
+def load_configs(overrides=None):
+    """{kind: Config} for every kind, image.yaml read once: a run loads both before its
+    first records say which one it needs."""
+    base = _read(BASE)
+    return {kind: load_config(kind, overrides, base=copy.deepcopy(base)) for kind in KINDS}
+
+
+def load_config(kind, overrides=None, base=None):
+    """configs/image.yaml (or `base`, its contents), then the video overlay for clips, then
+    AUTOCLINT_CONFIG (JSON), then `overrides` (a dict), as a Config. Each layer is checked
+    as it is applied, so an error names the layer that brought it."""
     if kind not in KINDS:
         raise ConfigError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
-    config = _read(BASE)
+    config = base if base is not None else _read(BASE)
     typed = Config.from_dict(config, f"configs/{BASE}.yaml")
     if kind != BASE:
         typed = _apply(config, _read(kind), f"configs/{kind}.yaml")

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .config import load_config
+from .config import load_configs
 from .data.decode import iter_examples, iter_records
 from .data.profile import first_side, input_size, scan, transfer_size
 from .data.store import ExampleStore, FrameAdapter
@@ -22,9 +22,10 @@ log = logging.getLogger("skeleton")
 
 
 class DataFeed:
-    def __init__(self, metadata, overrides=None):
+    def __init__(self, metadata, configs=None):
         self.metadata = metadata
-        self.overrides = overrides
+        self.configs = configs or load_configs()  # {kind: Config}; the kind picks one
+        self.cfg = None
         self.classes = metadata.get_output_size()
         self.total = metadata.size()
         self.store = None
@@ -37,13 +38,13 @@ class DataFeed:
         transfer_shape, store, train_idx, valid_idx and sorted; returns self. `time_left`
         (seconds) sizes the pretrained trunk's view by its estimated cost."""
         examples = iter_examples(dataset, self.metadata)
-        probe = load_config("image", self.overrides).data.scan_records
+        probe = self.configs["image"].data.scan_records  # the kind is not known yet
         first = list(itertools.islice(examples, probe))
         if not first:
             raise ValueError(f"{self.metadata.get_dataset_name()}: no training records")
         self.profile = scan(first, self.classes, self.metadata.is_compressed(0))
         self.kind = "video" if self.profile.is_video else "image"
-        self.cfg = cfg = load_config(self.kind, self.overrides)
+        self.cfg = cfg = self.configs[self.kind]
         data = cfg.data
         self.shape = input_size(self.profile, data)
         second, second_max = self._second_view(time_left)

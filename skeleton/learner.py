@@ -14,6 +14,7 @@ import os
 import time
 
 from .device import cuda_failed, first_line, report
+from .config import load_configs
 from .feed import DataFeed
 from .keeper import BestModel
 from .quick import QuickModel
@@ -25,7 +26,8 @@ class Learner:
     def __init__(self, metadata, clock_start, overrides=None, clock=time.time):
         self.clock_start = clock_start
         self.clock = clock
-        self.feed = DataFeed(metadata, overrides)
+        self.configs = load_configs(overrides)  # a bad override fails here, at once
+        self.feed = DataFeed(metadata, self.configs)
         self.cfg = None            # the configuration, once the first records say the kind
         self.best = None           # the BestModel keeper
         self.done_training = False
@@ -76,7 +78,7 @@ class Learner:
 
     def _first_train(self, dataset, remaining):
         feed = self.feed.open(dataset, remaining)
-        self.cfg = feed.cfg
+        self.cfg = self.configs[feed.kind]
         self.best = BestModel(self.clock_start, self.cfg.select)
         self.best.set_labels(feed.valid_labels(), feed.profile.multi_label)
         x, y = feed.arrays()

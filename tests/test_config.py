@@ -180,3 +180,14 @@ def test_replace_makes_a_checked_copy(monkeypatch):
         cfg.quick.replace(local={"filters": "many"})
     with pytest.raises(ConfigError, match="^replace: train must be a mapping"):
         cfg.replace(train=0.1)
+
+
+def test_load_configs_gives_every_kind_with_the_overrides_applied():
+    from skeleton.config import load_configs
+    configs = load_configs({"train": {"lr": 0.2}})
+    assert set(configs) == {"image", "video"}
+    assert configs["image"] == load_config("image", {"train": {"lr": 0.2}})
+    assert configs["video"] == load_config("video", {"train": {"lr": 0.2}})
+    assert configs["video"].train.batch_cpu != configs["image"].train.batch_cpu
+    with pytest.raises(ConfigError, match="lr_max"):
+        load_configs({"train": {"lr_max": 1.0}})

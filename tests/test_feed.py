@@ -6,7 +6,7 @@ import types
 import numpy as np
 import pytest
 
-from skeleton.config import load_config
+from skeleton.config import load_config, load_configs
 from skeleton.feed import DataFeed
 
 DATA = load_config("image").data
@@ -82,7 +82,7 @@ def test_open_reads_the_held_out_records_first_and_keeps_them_out(tmp_path):
     overrides = {"data": {"holdout_first": 40, "shuffle_below": 0},
                  "quick": {"train_records": 10, "read_seconds": 60.0},
                  "transfer": {"enabled": False}}
-    feed = DataFeed(metadata, overrides).open(None)
+    feed = DataFeed(metadata, load_configs(overrides)).open(None)
     assert not feed.sorted and feed.store.size >= 40
     assert list(feed.valid_idx) == list(range(40))
     assert np.array_equal(feed.valid_labels().argmax(axis=1), labels[:40])
