@@ -157,11 +157,11 @@ class BestModel:
         if refit:
             taken = not self._confident(self._valid_of(pick), self.valid, pick,
                                         pick_score, worse=True)
+        elif pick_score == self.score:
+            taken = self._breaks_tie(pick)
         elif self.source == "quick" or (succeeds is not None and self.source == succeeds):
             # A placeholder only holds the place: its successor wins by validating higher.
             taken = pick_score > self.score
-        elif pick_score == self.score:
-            taken = self._breaks_tie(pick)
         else:
             taken = pick_score > self.score and self._confident(
                 self._valid_of(pick), self.valid, pick, pick_score)
