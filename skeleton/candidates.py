@@ -401,9 +401,12 @@ class FlippedHead(Candidate):
         features = FrozenFeatures(stage.net, stage.device, batch, size=stage.size)
         first = (FrozenFeatures(stage.net, stage.device, batch)
                  if stage.partner is not None else None)
+        # The head's own speed, and the first side's in proportion to its area.
         per_example = stage.features.seconds_per_example() or 0.0
-        count = len(wanted) + len(feed.test_x)
-        estimate = per_example * count * (1.25 if first is not None else 1.0)
+        if first is not None and stage.size is not None:
+            side, own = stage.partner.size, stage.size
+            per_example *= 1 + side[0] * side[1] / (own[0] * own[1])
+        estimate = per_example * (len(wanted) + len(feed.test_x))
         return Rescan(features, train, wanted, test, len(feed.test_x), first, estimate,
                       first_train=True)
 
@@ -446,8 +449,7 @@ class FlippedHead(Candidate):
         multi = stage.head.multi_label
 
         def fitted(own, mirror, l2):
-            head = LinearHead(multi, tcfg.l2_grid, tcfg.lbfgs_iterations,
-                              tcfg.l2_tolerance, tcfg.lbfgs_loss_tol)
+            head = LinearHead.configured(tcfg, multi)
             valid = self._averaged(own, mirror, valid_idx) if len(valid_idx) else None
             head.fit(self._averaged(own, mirror, train), y[train], valid, y[valid_idx],
                      grid=None if search else [l2])

@@ -74,6 +74,12 @@ class LinearHead:
         self.l2 = None
         self.weight = self.bias = None
 
+    @classmethod
+    def configured(cls, cfg, multi_label):
+        """A head with the transfer section's penalty grid and L-BFGS settings."""
+        return cls(multi_label, cfg.l2_grid, cfg.lbfgs_iterations, cfg.l2_tolerance,
+                   cfg.lbfgs_loss_tol)
+
     def _fit_one(self, f, y, l2, start=None):
         """One penalised fit; `start` (w, b) warm-starts it (a refit on more examples)."""
         dim, classes = f.shape[1], y.shape[1]
@@ -389,8 +395,7 @@ class TransferStage:
         self.cfg = cfg
         self.net = net
         self.features = FrozenFeatures(net, device, cfg.batch, cfg.max_frames)
-        self.head = LinearHead(multi_label, cfg.l2_grid, cfg.lbfgs_iterations,
-                               cfg.l2_tolerance, cfg.lbfgs_loss_tol)
+        self.head = LinearHead.configured(cfg, multi_label)
         self.state = "probe"
         self.score = None          # held-out NAUC of the current head
         self.valid = None          # its held-out predictions, from the last fit without the
@@ -488,9 +493,7 @@ class TransferStage:
     def _rescan_head(self, y, valid_idx):
         """A head on the rescan's features, its penalty searched again (the features differ)."""
         features, train = self.rescan.features, self.fitted_idx
-        head = LinearHead(self.head.multi_label, self.cfg.l2_grid,
-                          self.cfg.lbfgs_iterations, self.cfg.l2_tolerance,
-                          self.cfg.lbfgs_loss_tol)
+        head = LinearHead.configured(self.cfg, self.head.multi_label)
         valid = features.matrix(valid_idx) if len(valid_idx) else None
         score = head.fit(features.matrix(train), y[train], valid, y[valid_idx])
         valid = head.predict(valid) if valid is not None else None
