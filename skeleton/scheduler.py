@@ -6,9 +6,10 @@ each what it has measured and hands the next slice to the one whose next second 
 most, the way the score values it:
 
   1. A step whose value nobody has measured yet (a candidate's first held-out score, a head
-     at a larger side) runs first, cheapest first, when its estimated cost fits in
-     `explore_fraction` of the time left: only measurement tells what it is worth. Once
-     under way, it is finished if it fits in the time left.
+     at a larger side) runs first, cheapest first by its estimate, when that cost fits in
+     `explore_fraction` of the time left (a first slice, which measures the speed behind
+     the estimate, always fits): only measurement tells what a step is worth. Once under
+     way, it is finished if it fits in the time left.
   2. Otherwise each candidate's worth is its gain rate: what its best held-out progress
      rose by over the second half of its own time, per second; a candidate behind the best
      model first has to catch up at that rate, which delays its gain. The gain is weighted
@@ -187,20 +188,21 @@ class Scheduler:
     def pick(self, best, time_left, now):
         """The Track to run next, or None when no candidate can improve."""
         live = self.live()
-        pending = []
+        pending = []  # (seconds it needs now, its estimated cost, track)
         for track in live:
             cost = track.candidate.pending_cost(time_left)
             if cost is not None:
-                if track.spent == 0:  # one slice measures its speed before it is judged
-                    cost = min(cost, self.cfg.slice_s)
-                pending.append((cost, track))
+                # One slice measures its speed before it is judged: affordable whatever
+                # its estimate, and ordered by it.
+                now_cost = min(cost, self.cfg.slice_s) if track.spent == 0 else cost
+                pending.append((now_cost, cost, track))
         # A step already under way (past its measuring slice) is finished if it fits.
         cheap = [p for p in pending if p[0] <= self.cfg.explore_fraction * time_left
-                 or (p[1].step_spent > self.cfg.slice_s and p[0] <= time_left)]
+                 or (p[2].step_spent > self.cfg.slice_s and p[0] <= time_left)]
         if cheap:
-            return min(cheap, key=lambda p: p[0])[1]
+            return min(cheap, key=lambda p: p[1])[2]
         scored, hopeless = [], []
-        waiting = {id(track) for _, track in pending}
+        waiting = {id(track) for _, _, track in pending}
         for track in live:
             if track.best is None or id(track) in waiting:
                 continue
@@ -230,7 +232,7 @@ class Scheduler:
             return max(scored, key=lambda s: s[0])[1]
         # Nothing measured can improve: a costly step still runs if it fits at all.
         fits = [p for p in pending if p[0] <= time_left]
-        return min(fits, key=lambda p: p[0])[1] if fits else None
+        return min(fits, key=lambda p: p[1])[2] if fits else None
 
     # -- one slice -------------------------------------------------------------------------
     def best(self):

@@ -172,10 +172,28 @@ def test_steps_of_unknown_worth_run_first_cheapest_first_when_affordable():
     costly = Logged("costly", clock, lambda s: 0.7, first=6.0)
     dear = Logged("dear", clock, lambda s: 0.9, first=500.0)  # more than the budget
     scheduler, _ = _run([costly, dear, cheap], budget=60.0, clock=clock)
-    # Each gets one slice that measures its speed; then the cheapest step first.
-    assert sorted(order[:3]) == ["cheap", "costly", "dear"], order
-    assert order[3:5] == ["costly", "costly"], order
+    # The cheapest estimate first, whatever the order they joined in; the dear one gets
+    # the slice that measures its speed once the cheaper steps are done, and no more.
+    assert order[:5] == ["cheap", "costly", "costly", "costly", "dear"], order
     assert order.count("dear") == 1  # 500 s of 60: never more than its measuring slice
+
+
+def test_a_cheap_first_score_runs_before_a_dearer_one_that_joined_first():
+    """A pretrained head whose first score costs less than a network's first evaluation
+    runs first, and the other way round: their estimates decide, not who joined first."""
+    for head_first, expected in ((2.5, ["head", "head"]), (9.0, ["network", "network"])):
+        clock = Clock()
+        order = []
+
+        class Logged(Scripted):
+            def advance(self, seconds, time_left):
+                order.append(self.name)
+                return super().advance(seconds, time_left)
+
+        network = Logged("network", clock, lambda s: 0.3, first=3.0)
+        head = Logged("head", clock, lambda s: 0.8, first=head_first)
+        _run([network, head], budget=60.0, clock=clock)
+        assert order[:2] == expected, (head_first, order)
 
 
 def test_a_costly_step_runs_once_nothing_else_can_improve():
