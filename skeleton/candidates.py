@@ -285,11 +285,13 @@ class FrozenHead(Candidate):
         return log_loss(self.keeper.labels, valid, self.stage.head.multi_label)
 
     def rescan_size(self, time_left):
-        """The larger side to read the images at once more, or None: images larger than the
-        trunk's first input, a head that is the best model, and an estimated cost (the
-        features' measured speed, scaled by the area) within `rescan_time_fraction` of the
-        time left. The largest side that fits, up to `rescan_side_cpu` / `_cuda`, and at
-        least `rescan_min_ratio` x the first one."""
+        """The side to read the images at once more, as (size, seconds, below), or None: a
+        head that is the best model, and an estimated cost (the features' measured speed,
+        scaled by the area) within `rescan_time_fraction` of the time left.
+        Above: images larger than the trunk's first input; the largest side that fits, up
+        to `rescan_side_cpu` / `_cuda`, and at least `rescan_min_ratio` x the first one.
+        Below, when no larger side fits and a two-side head is wanted: `partner_ratio` x
+        the first side, at least `min_side`, from the stored images (no second read)."""
         from .data.profile import transfer_size
         stage, feed, cfg = self.stage, self.feed, self.tcfg
         per_example = stage.features.seconds_per_example()
@@ -299,28 +301,47 @@ class FrozenHead(Candidate):
         cuda = stage.device.type == "cuda"
         first = max(feed.transfer_shape)
         count = len(stage.fitted_idx) + len(feed.valid_idx) + len(feed.test_x)
+
+        def cost(size):
+            return (per_example * count * size[0] * size[1]
+                    / (feed.transfer_shape[0] * feed.transfer_shape[1]))
+
         side = cfg.rescan_side_cuda if cuda else cfg.rescan_side_cpu
         while side >= cfg.rescan_min_ratio * first:
             size = transfer_size(feed.profile.height, feed.profile.width, side, cfg)
-            area = size[0] * size[1] / (feed.transfer_shape[0] * feed.transfer_shape[1])
-            seconds = per_example * area * count
+            seconds = cost(size)
             if (max(size) >= cfg.rescan_min_ratio * first
                     and seconds <= cfg.rescan_time_fraction * time_left):
                 log.info("transfer: rescan at %s px, about %.0f s of %.0f s left",
                          "x".join(map(str, size)), seconds, time_left)
-                return size, seconds
+                return size, seconds, False
             side -= cfg.side_multiple
-        return None
+        side = cfg.partner_ratio * first
+        if not cfg.rescan_ensemble or side < cfg.min_side:
+            return None
+        h, w = feed.transfer_shape
+        size = transfer_size(h, w, side, cfg)
+        seconds = cost(size)
+        if max(size) >= first or seconds > cfg.rescan_time_fraction * time_left:
+            return None
+        log.info("transfer: a partner head at %s px, about %.0f s of %.0f s left",
+                 "x".join(map(str, size)), seconds, time_left)
+        return size, seconds, True
 
     def _start_rescan(self, time_left):
         found = self.rescan_size(time_left)
         if found is None:
             return False
-        size, seconds = found
+        size, seconds, below = found
         feed = self.feed
-        self.stage.start_rescan(size, feed.reread(False, (1, *size)),
-                                feed.reread(True, (1, *size)), len(feed.test_x),
-                                feed.valid_idx, seconds)
+        if below:  # the stored images, shrunk by the trunk's stem as a saved network does
+            x, _ = feed.arrays(self.second)
+            train = (x[i] for i in range(len(x)))
+            test = iter(feed.test_view(self.second))
+        else:
+            train, test = feed.reread(False, (1, *size)), feed.reread(True, (1, *size))
+        self.stage.start_rescan(size, train, test, len(feed.test_x), feed.valid_idx, seconds,
+                                below=below)
         return True
 
     def _judge_rescan(self):
@@ -328,9 +349,8 @@ class FrozenHead(Candidate):
         unless the held-out data says it is worse beyond the noise."""
         stage = self.stage
         candidate, stage.candidate = stage.candidate, None
-        sides = "x".join(map(str, candidate.size))
-        if candidate.partner is not None:
-            sides = "x".join(map(str, candidate.partner.size)) + " + " + sides
+        sides = " + ".join("x".join(map(str, size)) for size in sorted(
+            [candidate.size] + ([candidate.partner.size] if candidate.partner else [])))
         log.info("transfer: head on %s-px features valid NAUC %s (before %s)", sides,
                  format_score(candidate.score), format_score(stage.score))
         offer = Offer(self.source, candidate.valid, candidate.predict_test,
@@ -390,16 +410,16 @@ class FlippedHead(Candidate):
         stage, feed = self.stage, self.feed
         wanted = np.concatenate([np.asarray(stage.fitted_idx), np.asarray(feed.valid_idx)])
         batch = self.tcfg.batch
-        if stage.size is not None:  # a rescan's side: the records are read again
-            shape = (1, *stage.size)
+        x, _ = feed.arrays(self.second)
+        if stage.size is not None and tuple(stage.size) != x.shape[2:4]:
+            shape = (1, *stage.size)  # a larger rescan's side: the records are read again
             train = (x[:, :, ::-1] for x in feed.reread(False, shape))
             test = (x[:, :, ::-1] for x in feed.reread(True, shape))
         else:
-            x, _ = feed.arrays(self.second)
             train = (x[i, :, :, ::-1] for i in range(len(x)))
             test = (t[:, :, ::-1] for t in feed.test_view(self.second))
         features = FrozenFeatures(stage.net, stage.device, batch, size=stage.size)
-        first = (FrozenFeatures(stage.net, stage.device, batch)
+        first = (FrozenFeatures(stage.net, stage.device, batch, size=stage.partner.size)
                  if stage.partner is not None else None)
         # The head's own speed, and the first side's in proportion to its area.
         per_example = stage.features.seconds_per_example() or 0.0

@@ -265,6 +265,7 @@ class TransferConfig(Section):
     rescan_ensemble: bool
     rescan_min_ratio: float
     rescan_time_fraction: float
+    partner_ratio: float
     side_multiple: int
     batch: int
     feature_taps: int

@@ -379,6 +379,7 @@ class RescanHead:
     test_features: np.ndarray
     size: tuple
     partner: SideHead = None
+    partner_features: FrozenFeatures = None  # the features the partner's head reads
 
     def predict_test(self):
         return _with_partner(self.head.predict(self.test_features), self.partner,
@@ -409,8 +410,10 @@ class TransferStage:
         self.rescan = None         # a Rescan in progress
         self.rescanned = False     # one rescan at most
         self.candidate = None      # the head on the rescan's features, until it is judged
-        self.partner = None        # the first side's head, once a two-side head is adopted
+        self.partner = None        # the other side's head, once a two-side head is adopted
         self.first_features = None  # ... and the features it reads
+        self.rescan_below = False  # the rescan is at a smaller side, for a partner
+        self.refit_partner = False  # a partner from below still to refit with held-out data
         self.honest_head = None    # the head before it saw the held-out examples
 
     def work(self, x, y, valid_idx, train_idx, x_test, beaten, deadline):
@@ -462,9 +465,14 @@ class TransferStage:
             # The penalty is chosen: the held-out examples train the head too. Its held-out
             # score is now optimistic, so the honest score and head are kept (fine-tuning
             # starts from that head).
-            self.honest_head = copy.deepcopy(self.head)
             both = np.concatenate([np.asarray(self.fitted_idx), np.asarray(valid_idx)])
-            self.head.fit(self.features.matrix(both), y[both], grid=[self.head.l2])
+            if self.refit_partner:  # the head itself was refitted before its partner came
+                partner = self.partner.head
+                partner.fit(self.first_features.matrix(both), y[both], grid=[partner.l2])
+                self.refit_partner = False
+            else:
+                self.honest_head = copy.deepcopy(self.head)
+                self.head.fit(self.features.matrix(both), y[both], grid=[self.head.l2])
             self.state = "complete"
             return "refitted"
         if self.state == "rescan":
@@ -478,16 +486,18 @@ class TransferStage:
         return "complete"
 
     def start_rescan(self, size, train_frames, test_frames, test_count, valid_idx,
-                     estimate=None):
-        """Read the records again at the larger `size` (h, w) for the examples under the head
-        and the held-out ones (frame iterators in record order), then the test set;
-        `estimate`: its expected seconds."""
+                     estimate=None, below=False):
+        """Read the records again at `size` (h, w) for the examples under the head and the
+        held-out ones (frame iterators in record order), then the test set; `estimate`: its
+        expected seconds. `below`: a smaller side than the head's, as its partner only."""
         self.rescanned = True
         features = FrozenFeatures(self.net, self.device, self.cfg.batch, size=size)
         wanted = np.concatenate([np.asarray(self.fitted_idx), np.asarray(valid_idx)])
-        first = self.features if self.cfg.rescan_ensemble else None
+        # Above, the first side's test features come again from the larger test images.
+        first = self.features if self.cfg.rescan_ensemble and not below else None
         self.rescan = Rescan(features, train_frames, wanted, test_frames, test_count, first,
                              estimate)
+        self.rescan_below = below
         self.state = "rescan"
 
     def _rescan_head(self, y, valid_idx):
@@ -498,6 +508,14 @@ class TransferStage:
         score = head.fit(features.matrix(train), y[train], valid, y[valid_idx])
         valid = head.predict(valid) if valid is not None else None
         test = self.rescan.test_features(len(head.mean))
+        size = tuple(features.net.stem.size)
+        if self.rescan_below:  # the head stays; the new one is its partner
+            partner = SideHead(head, test, size)
+            if valid is not None and self.valid is not None:
+                valid = mean_logits([self.valid, valid], head.multi_label)
+                score = nauc(y[valid_idx], valid)
+            return RescanHead(self.head, score, valid, self.features, self.test_features,
+                              self.size or tuple(self.net.stem.size), partner, features)
         partner = None
         if self.rescan.first is not None:
             partner = SideHead(self.head,
@@ -506,15 +524,15 @@ class TransferStage:
             if valid is not None and self.valid is not None:
                 valid = mean_logits([valid, self.valid], head.multi_label)
                 score = nauc(y[valid_idx], valid)
-        return RescanHead(head, score, valid, features, test, tuple(features.net.stem.size),
-                          partner)
+        return RescanHead(head, score, valid, features, test, size, partner,
+                          self.features if partner is not None else None)
 
     def adopt_rescan(self, c):
         """The rescan's head `c` was taken: it is the head from now on (refitted next on the
-        held-out examples too, as the first one was)."""
+        held-out examples too, as the first one was, and a partner from below as well)."""
         self.candidate = None
-        if c.partner is not None:
-            self.first_features = self.features
+        self.first_features = c.partner_features
+        self.refit_partner = self.rescan_below
         self.head, self.score, self.valid, self.features = c.head, c.score, c.valid, c.features
         self.test_features, self.size, self.partner = c.test_features, c.size, c.partner
         self.state = "refit"

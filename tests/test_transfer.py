@@ -491,6 +491,43 @@ def test_without_the_two_side_head_a_rescan_offers_the_larger_head_alone():
                                candidate.head.predict(candidate.features.matrix(valid)))
 
 
+@pytest.mark.slow
+@needs_weights
+def test_a_partner_from_below_reads_the_stored_images_shrunk_and_joins_the_head():
+    x_list, labels = _textures(100, 96, seed=6)
+    x = np.stack(x_list)[:, None]
+    y = np.eye(3, dtype=np.float32)[labels]
+    valid, train = np.arange(0, 80, 4), np.setdiff1d(np.arange(80), np.arange(0, 80, 4))
+    stage = _completed_stage(x, y, valid, train, x[80:])
+    head, head_weight, test_before = stage.head, stage.head.weight.clone(), stage.predict_test()
+    stage.start_rescan((48, 48), iter(x[:80]), iter(x[80:]), 20, valid, below=True)
+    assert stage.work(x, y, valid, train, x[80:], _unbeaten, float("inf")) == "rescanned"
+    candidate = stage.candidate
+    # The head stays the head, at its side; the new one, on the stored images shrunk by the
+    # stem to 48 px, is its partner.
+    assert candidate.head is head and candidate.size == (96, 96)
+    partner = candidate.partner
+    assert partner.size == (48, 48) and partner.head is not head
+    shrunk = FrozenFeatures(stage.net, torch.device("cpu"), 16, size=(48, 48))
+    np.testing.assert_allclose(candidate.partner_features.rows[37],
+                               shrunk.compute(x[37:38])[0], atol=1e-4)
+    np.testing.assert_allclose(partner.test_features, shrunk.compute(x[80:]), atol=1e-4)
+    partner_valid = partner.head.predict(candidate.partner_features.matrix(valid))
+    np.testing.assert_allclose(candidate.valid, mean_logits([stage.valid, partner_valid], False),
+                               atol=1e-5)
+    np.testing.assert_allclose(
+        candidate.predict_test(), mean_logits([test_before, partner.predict_test()], False),
+        atol=1e-6)
+    partner_weight = partner.head.weight.clone()
+    stage.adopt_rescan(candidate)
+    assert stage.work(x, y, valid, train, x[80:], _unbeaten, float("inf")) == "refitted"
+    # The partner is refitted on the held-out examples too; the head was already.
+    assert not torch.allclose(partner.head.weight, partner_weight)
+    assert torch.equal(stage.head.weight, head_weight)
+    assert stage.size == (96, 96) and stage.first_features is candidate.partner_features
+    assert stage.state == "complete" and stage.partner is partner
+
+
 def test_mean_logits_is_the_head_of_averaged_logits():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(5, 4)) * 3, rng.normal(size=(5, 4)) * 3
@@ -552,7 +589,8 @@ def test_the_rescan_side_is_the_largest_that_fits_and_only_for_the_best_head():
     assert head.rescan_size(time_left=130.0)[0] == (288, 288)
     assert head.rescan_size(time_left=110.0)[0] == (256, 256)
     assert head.rescan_size(time_left=60.0)[0] == (192, 192)
-    assert head.rescan_size(time_left=50.0) is None  # 192 px (1.5 x 128) needs 28 s of 25
+    # 192 px (1.5 x 128) needs 28 s of 25: a partner below instead, at half the first side.
+    assert head.rescan_size(time_left=50.0)[::2] == ((64, 64), True)
     best.sources = ["net"]
     assert head.rescan_size(time_left=1e4) is None  # the head is not the best model
     best.sources = ["transfer"]
@@ -560,7 +598,18 @@ def test_the_rescan_side_is_the_largest_that_fits_and_only_for_the_best_head():
     assert head.rescan_size(time_left=1e4) is None  # once
     stage.rescanned = False
     feed.profile.height = feed.profile.width = 160
-    assert head.rescan_size(time_left=1e4) is None  # 160 px < 1.5 x 128
+    # 160 px < 1.5 x 128: no larger side, so a partner below, at half the first side, from
+    # the stored images: 2500 examples at 5 ms / 4 = 3.1 s.
+    size, seconds, below = head.rescan_size(time_left=7.0)
+    assert (size, below) == ((64, 64), True) and seconds == pytest.approx(3.125)
+    assert head.rescan_size(time_left=6.0) is None  # 3.1 s > half of 6 s
+    head.tcfg = cfg.transfer.replace(rescan_ensemble=False)
+    assert head.rescan_size(time_left=1e4) is None  # a partner only for a two-side head
+    head.tcfg = cfg.transfer.replace(min_side=80)
+    assert head.rescan_size(time_left=1e4) is None  # 64 px < min_side
+    head.tcfg = cfg.transfer
+    feed.profile.height = feed.profile.width = 300
+    assert head.rescan_size(time_left=130.0)[2] is False  # a larger side that fits comes first
 
 
 @pytest.mark.slow
@@ -593,6 +642,36 @@ def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path,
     assert predictor.net.extra_sizes == [(48, 48)] and predictor.net.stem.size == (96, 96)
     big_test = np.stack(test[0])[:, None]  # the records' own 96 px: the saved head's view
     np.testing.assert_allclose(predictor.predict_arrays(big_test), predictions[-1], atol=2e-3)
+
+
+@pytest.mark.slow
+@needs_weights
+def test_learner_adds_a_partner_below_when_the_first_side_is_the_largest(tmp_path, caplog):
+    train, test = _textures(160, 96, seed=8), _textures(40, 96, seed=9)
+    path = write_dataset(tmp_path / "p", "p", train, test, output_dim=3, image_format="png")
+    # Cheap features: the first side is the largest (96 px), so no larger side is left and
+    # the partner comes from below, at half of it. The network cannot learn (rate 0).
+    overrides = fast_config({"augment": {"search": False}}, {
+        "transfer": {"probe_records": 64, "min_side": 48, "feature_us_per_pixel": 1e-3,
+                     "rescan_side_cpu": 96, "rescan_time_fraction": 1.0, "finetune": False},
+        "schedule": {"min_gain": -1.0}, "train": {"lr": 0.0}})
+    with caplog.at_level(logging.INFO, logger="skeleton"):
+        learner, predictions, _ = _drive(
+            path, "p", overrides, rounds=40, budget=120.0,
+            stop=lambda learner: "scheduler: flip-averaged head stops" in caplog.text)
+    assert learner.feed.transfer_shape == (96, 96)
+    assert "transfer: a partner head at 48x48 px" in caplog.text, caplog.text
+    assert "head on 48x48 + 96x96-px features" in caplog.text
+    assert learner.head.stage.partner.size == (48, 48)  # the keeper took it: adopted
+    # The flip-averaged head reads mirror images at both sides: judged, taken or not.
+    assert "transfer: flip-averaged head valid NAUC" in caplog.text, caplog.text
+    assert learner.best.source in ("transfer", "transfer-flip")
+    from skeleton import persist
+    assert persist.save(learner, str(tmp_path / "model.pt"))
+    predictor = persist.load(str(tmp_path / "model.pt"))
+    assert predictor.net.extra_sizes == [(48, 48)] and predictor.net.stem.size == (96, 96)
+    np.testing.assert_allclose(predictor.predict_arrays(np.stack(test[0])[:, None]),
+                               predictions[-1], atol=2e-3)
 
 
 # -- the flip-averaged head ----------------------------------------------------------------
