@@ -12,7 +12,9 @@ A TransferStage is a sequence of bounded steps; the frozen-head candidate
   5. rescan: for images larger than the trunk's first side, while the head is the best model
      and time allows, the records read once more at a larger side and a head on those
      features offered as a refit; with `rescan_ensemble`, the two-side head (the first and
-     the larger head's logits averaged), one network with both sides when saved.
+     the larger head's logits averaged), one network with both sides when saved. When no
+     larger side fits (the first side is already the largest), the second side is below:
+     a partner head at `partner_ratio` x the side, on the stored images shrunk.
 Why each number is what it is: docs/method.md.
 """
 import copy
