@@ -25,8 +25,10 @@ class Scripted(Candidate):
     """A candidate whose held-out NAUC after s of its own seconds is curve(s), evaluated
     every `every` own seconds at a cost of `speed` (1: a second of clock per second)."""
 
-    def __init__(self, name, clock, curve, every=2.0, first=None, loss=None, fail_at=None):
+    def __init__(self, name, clock, curve, every=2.0, first=None, loss=None, fail_at=None,
+                 order=None):
         self.name, self.clock, self.curve, self.every = name, clock, curve, every
+        self.order = order          # a list its name is appended to at each slice
         self.own = 0.0
         self.first = first          # seconds before its first score (a step of unknown worth)
         self.loss = loss            # own seconds -> held-out log loss
@@ -38,6 +40,8 @@ class Scripted(Candidate):
         return None if self.measured else self.next_eval - self.own
 
     def advance(self, seconds, time_left):
+        if self.order is not None:
+            self.order.append(self.name)
         if self.fail_at is not None and self.own >= self.fail_at:
             raise MemoryError("no room")
         step = min(seconds, self.next_eval - self.own)
@@ -162,15 +166,9 @@ def test_the_exploration_floor_keeps_a_slow_starter_alive():
 def test_steps_of_unknown_worth_run_first_cheapest_first_when_affordable():
     clock = Clock()
     order = []
-
-    class Logged(Scripted):
-        def advance(self, seconds, time_left):
-            order.append(self.name)
-            return super().advance(seconds, time_left)
-
-    cheap = Logged("cheap", clock, lambda s: 0.5, first=2.0)
-    costly = Logged("costly", clock, lambda s: 0.7, first=6.0)
-    dear = Logged("dear", clock, lambda s: 0.9, first=500.0)  # more than the budget
+    cheap = Scripted("cheap", clock, lambda s: 0.5, first=2.0, order=order)
+    costly = Scripted("costly", clock, lambda s: 0.7, first=6.0, order=order)
+    dear = Scripted("dear", clock, lambda s: 0.9, first=500.0, order=order)  # > the budget
     scheduler, _ = _run([costly, dear, cheap], budget=60.0, clock=clock)
     # The cheapest estimate first, whatever the order they joined in; the dear one gets
     # the slice that measures its speed once the cheaper steps are done, and no more.
@@ -184,14 +182,8 @@ def test_a_cheap_first_score_runs_before_a_dearer_one_that_joined_first():
     for head_first, expected in ((2.5, ["head", "head"]), (9.0, ["network", "network"])):
         clock = Clock()
         order = []
-
-        class Logged(Scripted):
-            def advance(self, seconds, time_left):
-                order.append(self.name)
-                return super().advance(seconds, time_left)
-
-        network = Logged("network", clock, lambda s: 0.3, first=3.0)
-        head = Logged("head", clock, lambda s: 0.8, first=head_first)
+        network = Scripted("network", clock, lambda s: 0.3, first=3.0, order=order)
+        head = Scripted("head", clock, lambda s: 0.8, first=head_first, order=order)
         _run([network, head], budget=60.0, clock=clock)
         assert order[:2] == expected, (head_first, order)
 

@@ -612,23 +612,39 @@ def test_the_rescan_side_is_the_largest_that_fits_and_only_for_the_best_head():
     assert head.rescan_size(time_left=130.0)[2] is False  # a larger side that fits comes first
 
 
-@pytest.mark.slow
-@needs_weights
-def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path, caplog):
+def _two_side_learner(tmp_path, name, us_per_pixel, stop, rounds, caplog):
+    """A learner on 96-px textures driven until `stop` is logged; returns it, its predictions
+    and the test images at 96 px (the saved two-side head's view).
+    A rescan or partner starts only while the head is the best model: a scratch network that
+    learns reaches valid NAUC 1.0 on these stripes too; at rate 0 it cannot, and fine-tuning
+    is off (it would win a tie at 1.0 on its lower held-out loss). `us_per_pixel` sets the
+    features' estimated cost, and so the first side: high, min_side; low, the largest."""
     train, test = _textures(160, 96, seed=8), _textures(40, 96, seed=9)
-    path = write_dataset(tmp_path / "r", "r", train, test, output_dim=3, image_format="png")
-    # A rescan starts only while the head is the best model: a scratch network that learns
-    # reaches valid NAUC 1.0 on these stripes too; at rate 0 it cannot, and fine-tuning is
-    # off (it would win a tie at 1.0 on its lower held-out loss). The first side is
-    # min_side: its estimated cost (feature_us_per_pixel) is made too high for any other.
+    path = write_dataset(tmp_path / name, name, train, test, output_dim=3, image_format="png")
     overrides = fast_config({"augment": {"search": False}}, {
-        "transfer": {"probe_records": 64, "min_side": 48, "feature_us_per_pixel": 1e3,
+        "transfer": {"probe_records": 64, "min_side": 48, "feature_us_per_pixel": us_per_pixel,
                      "rescan_side_cpu": 96, "rescan_time_fraction": 1.0, "finetune": False},
         "schedule": {"min_gain": -1.0}, "train": {"lr": 0.0}})
     with caplog.at_level(logging.INFO, logger="skeleton"):
-        learner, predictions, _ = _drive(
-            path, "r", overrides, rounds=30, budget=120.0,
-            stop=lambda learner: "flip-averaged head joins" in caplog.text)
+        learner, predictions, _ = _drive(path, name, overrides, rounds=rounds, budget=120.0,
+                                         stop=lambda learner: stop in caplog.text)
+    return learner, predictions, np.stack(test[0])[:, None]
+
+
+def _saved_two_side_head_predicts_as_the_run(learner, tmp_path, big_test, prediction):
+    from skeleton import persist
+    assert persist.save(learner, str(tmp_path / "model.pt"))
+    predictor = persist.load(str(tmp_path / "model.pt"))
+    assert predictor.net.extra_sizes == [(48, 48)] and predictor.net.stem.size == (96, 96)
+    np.testing.assert_allclose(predictor.predict_arrays(big_test), prediction, atol=2e-3)
+
+
+@pytest.mark.slow
+@needs_weights
+def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path, caplog):
+    learner, predictions, big_test = _two_side_learner(
+        tmp_path, "r", 1e3, "flip-averaged head joins", 30, caplog)
+    assert learner.feed.transfer_shape == (48, 48)
     assert "transfer: rescan at 96x96 px" in caplog.text, caplog.text
     # The head done and the best model, its flip-averaged version is the next candidate.
     assert "scheduler: flip-averaged head joins" in caplog.text
@@ -636,29 +652,16 @@ def test_learner_rescans_larger_images_and_saves_the_head_at_that_side(tmp_path,
     assert "head on 48x48 + 96x96-px features" in caplog.text
     assert learner.head.stage.partner is not None  # the keeper took it: adopted
     assert learner.best.source == "transfer"
-    from skeleton import persist
-    assert persist.save(learner, str(tmp_path / "model.pt"))
-    predictor = persist.load(str(tmp_path / "model.pt"))
-    assert predictor.net.extra_sizes == [(48, 48)] and predictor.net.stem.size == (96, 96)
-    big_test = np.stack(test[0])[:, None]  # the records' own 96 px: the saved head's view
-    np.testing.assert_allclose(predictor.predict_arrays(big_test), predictions[-1], atol=2e-3)
+    _saved_two_side_head_predicts_as_the_run(learner, tmp_path, big_test, predictions[-1])
 
 
 @pytest.mark.slow
 @needs_weights
 def test_learner_adds_a_partner_below_when_the_first_side_is_the_largest(tmp_path, caplog):
-    train, test = _textures(160, 96, seed=8), _textures(40, 96, seed=9)
-    path = write_dataset(tmp_path / "p", "p", train, test, output_dim=3, image_format="png")
-    # Cheap features: the first side is the largest (96 px), so no larger side is left and
-    # the partner comes from below, at half of it. The network cannot learn (rate 0).
-    overrides = fast_config({"augment": {"search": False}}, {
-        "transfer": {"probe_records": 64, "min_side": 48, "feature_us_per_pixel": 1e-3,
-                     "rescan_side_cpu": 96, "rescan_time_fraction": 1.0, "finetune": False},
-        "schedule": {"min_gain": -1.0}, "train": {"lr": 0.0}})
-    with caplog.at_level(logging.INFO, logger="skeleton"):
-        learner, predictions, _ = _drive(
-            path, "p", overrides, rounds=40, budget=120.0,
-            stop=lambda learner: "scheduler: flip-averaged head stops" in caplog.text)
+    # The first side is the largest (96 px): no larger side is left, so the partner comes
+    # from below, at half of it.
+    learner, predictions, big_test = _two_side_learner(
+        tmp_path, "p", 1e-3, "scheduler: flip-averaged head stops", 40, caplog)
     assert learner.feed.transfer_shape == (96, 96)
     assert "transfer: a partner head at 48x48 px" in caplog.text, caplog.text
     assert "head on 48x48 + 96x96-px features" in caplog.text
@@ -666,12 +669,7 @@ def test_learner_adds_a_partner_below_when_the_first_side_is_the_largest(tmp_pat
     # The flip-averaged head reads mirror images at both sides: judged, taken or not.
     assert "transfer: flip-averaged head valid NAUC" in caplog.text, caplog.text
     assert learner.best.source in ("transfer", "transfer-flip")
-    from skeleton import persist
-    assert persist.save(learner, str(tmp_path / "model.pt"))
-    predictor = persist.load(str(tmp_path / "model.pt"))
-    assert predictor.net.extra_sizes == [(48, 48)] and predictor.net.stem.size == (96, 96)
-    np.testing.assert_allclose(predictor.predict_arrays(np.stack(test[0])[:, None]),
-                               predictions[-1], atol=2e-3)
+    _saved_two_side_head_predicts_as_the_run(learner, tmp_path, big_test, predictions[-1])
 
 
 # -- the flip-averaged head ----------------------------------------------------------------
