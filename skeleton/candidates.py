@@ -336,8 +336,7 @@ class FrozenHead(Candidate):
         feed = self.feed
         if below:  # the stored images, shrunk by the trunk's stem as a saved network does
             x, _ = feed.arrays(self.second)
-            train = (x[i] for i in range(len(x)))
-            test = iter(feed.test_view(self.second))
+            train, test = iter(x), iter(feed.test_view(self.second))
         else:
             train, test = feed.reread(False, (1, *size)), feed.reread(True, (1, *size))
         self.stage.start_rescan(size, train, test, len(feed.test_x), feed.valid_idx, seconds,

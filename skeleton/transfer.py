@@ -415,7 +415,6 @@ class TransferStage:
         self.partner = None        # the other side's head, once a two-side head is adopted
         self.first_features = None  # ... and the features it reads
         self.rescan_below = False  # the rescan is at a smaller side, for a partner
-        self.refit_partner = False  # a partner from below still to refit with held-out data
         self.honest_head = None    # the head before it saw the held-out examples
 
     def work(self, x, y, valid_idx, train_idx, x_test, beaten, deadline):
@@ -468,10 +467,9 @@ class TransferStage:
             # score is now optimistic, so the honest score and head are kept (fine-tuning
             # starts from that head).
             both = np.concatenate([np.asarray(self.fitted_idx), np.asarray(valid_idx)])
-            if self.refit_partner:  # the head itself was refitted before its partner came
+            if self.rescan_below:  # the head itself was refitted before its partner came
                 partner = self.partner.head
                 partner.fit(self.first_features.matrix(both), y[both], grid=[partner.l2])
-                self.refit_partner = False
             else:
                 self.honest_head = copy.deepcopy(self.head)
                 self.head.fit(self.features.matrix(both), y[both], grid=[self.head.l2])
@@ -510,31 +508,29 @@ class TransferStage:
         score = head.fit(features.matrix(train), y[train], valid, y[valid_idx])
         valid = head.predict(valid) if valid is not None else None
         test = self.rescan.test_features(len(head.mean))
-        size = tuple(features.net.stem.size)
+        size, own_size = tuple(features.net.stem.size), self.size or tuple(self.net.stem.size)
         if self.rescan_below:  # the head stays; the new one is its partner
             partner = SideHead(head, test, size)
-            if valid is not None and self.valid is not None:
-                valid = mean_logits([self.valid, valid], head.multi_label)
-                score = nauc(y[valid_idx], valid)
-            return RescanHead(self.head, score, valid, self.features, self.test_features,
-                              self.size or tuple(self.net.stem.size), partner, features)
-        partner = None
-        if self.rescan.first is not None:
-            partner = SideHead(self.head,
-                               self.rescan.test_features(len(self.head.mean), first=True),
-                               tuple(self.net.stem.size))
-            if valid is not None and self.valid is not None:
-                valid = mean_logits([valid, self.valid], head.multi_label)
-                score = nauc(y[valid_idx], valid)
-        return RescanHead(head, score, valid, features, test, size, partner,
-                          self.features if partner is not None else None)
+            candidate = RescanHead(self.head, score, valid, self.features, self.test_features,
+                                   own_size, partner, features)
+        else:  # the new head leads; with rescan_ensemble the first one is its partner
+            partner = None
+            if self.rescan.first is not None:
+                partner = SideHead(self.head,
+                                   self.rescan.test_features(len(self.head.mean), first=True),
+                                   own_size)
+            candidate = RescanHead(head, score, valid, features, test, size, partner,
+                                   self.features if partner is not None else None)
+        if partner is not None and valid is not None and self.valid is not None:
+            candidate.valid = mean_logits([valid, self.valid], head.multi_label)
+            candidate.score = nauc(y[valid_idx], candidate.valid)
+        return candidate
 
     def adopt_rescan(self, c):
         """The rescan's head `c` was taken: it is the head from now on (refitted next on the
         held-out examples too, as the first one was, and a partner from below as well)."""
         self.candidate = None
         self.first_features = c.partner_features
-        self.refit_partner = self.rescan_below
         self.head, self.score, self.valid, self.features = c.head, c.score, c.valid, c.features
         self.test_features, self.size, self.partner = c.test_features, c.size, c.partner
         self.state = "refit"
